@@ -1,0 +1,178 @@
+"""Identity recognizers. Each turns faces into embeddings in two steps, so that many faces share one
+model call: `prepare` (cheap, per face) and `embed` (one batched inference for all prepared inputs).
+
+Similarity is always "higher is more alike", with a documented same-person threshold:
+- sface, arcface: cosine similarity of the embeddings.
+- dlib: its descriptors are compared by Euclidean distance d (dlib's published rule: same person when
+  d < 0.6). The suite reports ``1 - d / 1.2``: 1 for identical descriptors, 0.5 at dlib's threshold.
+"""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import numpy as np
+
+from eval.faces.align import align_face
+from eval.faces.types import Face
+from eval.models import model_path, verified_model_path
+
+EMBED_BATCH = 32
+DLIB_DISTANCE_THRESHOLD = 0.6
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def dlib_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    distance = float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
+    return 1.0 - distance / (2 * DLIB_DISTANCE_THRESHOLD)
+
+
+def onnx_session(onnx_model):
+    """An onnxruntime CPU (or CUDA, with onnxruntime-gpu) session, quiet about graph warnings."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = min(4, os.cpu_count() or 1)
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(onnx_model, options, providers=providers)
+
+
+def sface_graph(path) -> bytes:
+    """The SFace int8 graph made loadable and batchable.
+
+    The shipped file lists stale graph inputs (initializers, and weights that the graph now computes
+    by DequantizeLinear) and a fixed batch of 1; onnxruntime refuses the first and cannot batch the
+    second. We keep only inputs that a node reads and mark the batch dimension dynamic.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input}
+    initializers = {tensor.name for tensor in graph.initializer}
+    kept = [value for value in graph.input if value.name in read and value.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(kept)
+    for value in [*graph.input, *graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return model.SerializeToString()
+
+
+class Recognizer:
+    id: str
+    dim: int
+    threshold: float
+
+    def prepare(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed(self, inputs: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return cosine(a, b)
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [self.id]
+
+
+class SFaceRecognizer(Recognizer):
+    """OpenCV Zoo SFace (128-d). Input: the ArcFace-aligned 112x112 crop, RGB, 0..255 (the graph normalises)."""
+
+    id, dim, threshold = "sface", 128, 0.363  # OpenCV's published cosine threshold for SFace
+
+    def __init__(self, model_file=None):
+        self._session = onnx_session(sface_graph(verified_model_path("sface", model_file)))
+        self._input = self._session.get_inputs()[0].name
+
+    def prepare(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        aligned = face.aligned if face.aligned is not None else align_face(rgb, face.landmarks)
+        return aligned.transpose(2, 0, 1).astype(np.float32)
+
+    def embed(self, inputs: list[np.ndarray]) -> np.ndarray:
+        batches = [
+            self._session.run(None, {self._input: np.stack(inputs[start : start + EMBED_BATCH])})[0]
+            for start in range(0, len(inputs), EMBED_BATCH)
+        ]
+        return np.concatenate(batches).astype(np.float32) if batches else np.zeros((0, self.dim), np.float32)
+
+
+class DlibRecognizer(Recognizer):
+    """dlib ResNet (128-d) on dlib's own 150x150 face chips from its 5-point shape predictor."""
+
+    id, dim = "dlib", 128
+    threshold = 1.0 - DLIB_DISTANCE_THRESHOLD / (2 * DLIB_DISTANCE_THRESHOLD)  # = 0.5
+
+    def __init__(self, model_file=None, landmarks_file=None):
+        import dlib
+
+        self._dlib = dlib
+        self._net = dlib.face_recognition_model_v1(str(verified_model_path("dlib", model_file)))
+        self._shape = dlib.shape_predictor(str(verified_model_path("dlib_landmarks5", landmarks_file)))
+
+    @property
+    def model_ids(self) -> list[str]:
+        return ["dlib", "dlib_landmarks5"]
+
+    def prepare(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        x0, y0, x1, y1 = (int(round(v)) for v in face.bbox)
+        shape = self._shape(rgb, self._dlib.rectangle(x0, y0, x1, y1))
+        return self._dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
+
+    def embed(self, inputs: list[np.ndarray]) -> np.ndarray:
+        if not inputs:
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self._net.compute_face_descriptor(inputs), dtype=np.float32)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return dlib_similarity(a, b)
+
+
+class ArcFaceRecognizer(Recognizer):
+    """A user-supplied insightface ArcFace ONNX (1x3x112x112 -> 512), loaded by insightface.model_zoo."""
+
+    id, threshold = "arcface", 0.30  # a common cosine operating point; calibrate with eval.calibrate
+
+    def __init__(self, model_file=None):
+        from insightface.model_zoo import get_model
+
+        self._path = model_path("arcface", model_file)
+        self._model = get_model(str(self._path), providers=["CPUExecutionProvider"])
+        if self._model is None or getattr(self._model, "taskname", None) != "recognition":
+            raise ValueError(f"{self._path}: not an ArcFace recognition model (expected input Nx3x112x112)")
+
+    @cached_property
+    def dim(self) -> int:
+        return int(self._model.session.get_outputs()[0].shape[-1])
+
+    def prepare(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        aligned = face.aligned if face.aligned is not None else align_face(rgb, face.landmarks)
+        return np.ascontiguousarray(aligned[..., ::-1])  # insightface takes BGR
+
+    def embed(self, inputs: list[np.ndarray]) -> np.ndarray:
+        if not inputs:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(
+            [self._model.get_feat(inputs[start : start + EMBED_BATCH]) for start in range(0, len(inputs), EMBED_BATCH)]
+        ).astype(np.float32)
+
+
+RECOGNIZERS: dict[str, type[Recognizer]] = {
+    "sface": SFaceRecognizer,
+    "dlib": DlibRecognizer,
+    "arcface": ArcFaceRecognizer,
+}
+
+
+def similarity(recognizer_id: str, a: np.ndarray, b: np.ndarray) -> float:
+    return dlib_similarity(a, b) if recognizer_id == "dlib" else cosine(a, b)
+
+
+def default_threshold(recognizer_id: str) -> float:
+    return RECOGNIZERS[recognizer_id].threshold
