@@ -8,7 +8,7 @@ from eval.models import verified_model_path
 
 DETECTION_LONG_SIDE = 1280  # larger images are scaled down for detection only
 
-cv2.setLogLevel(2)  # errors only: OpenCV 5 warns on every session that its new engine ignores targets
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # errors only: OpenCV 5 warns on every session that its new engine ignores targets
 
 
 class YuNetDetector:
