@@ -4,7 +4,8 @@ The 3-D points are a generic adult face (63 mm between the eyes, the nose tip 55
 the eye line to the mouth line, as in frontal portraits and the common 6-point head model) with
 typical depths, in camera axes (x right, y down, z away from the camera); the model is
 left-right symmetric, so a mirror image gives the mirrored pose exactly. The camera is a pinhole
-with focal length = the image's longer side and the principal point at the centre (unknown
+with focal length = the image's longer side and the principal point at the centre ((w-1)/2, (h-1)/2 in
+pixel-index coordinates, so a mirror maps the camera onto itself) (unknown
 intrinsics; this is the usual assumption and matters little for the angles).
 
 The rotation is decomposed as R = Rz(roll) . Ry(yaw) . Rx(pitch'), so an in-plane rotation of the
@@ -43,7 +44,7 @@ def estimate_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> Pose:
     """Pose from 5x2 landmarks (template order) in an image of (width, height)."""
     width, height = image_size
     focal = float(max(width, height))
-    camera = np.array([[focal, 0, width / 2.0], [0, focal, height / 2.0], [0, 0, 1]], dtype=np.float64)
+    camera = np.array([[focal, 0, (width - 1) / 2.0], [0, focal, (height - 1) / 2.0], [0, 0, 1]], dtype=np.float64)
     ok, rvec, _ = cv2.solvePnP(
         FACE_MODEL_MM, np.asarray(landmarks, dtype=np.float64).reshape(5, 1, 2), camera, None,
         flags=cv2.SOLVEPNP_SQPNP,
