@@ -1,0 +1,297 @@
+"""The tamper-evident audit log: append-only JSON lines, hash-chained, signed, checkpointed.
+
+Each line is the RFC 8785 canonical JSON of one entry: ``seq`` (1-based line number), ``time``,
+``actor``, ``role``, ``action``, ``subject``, ``object``, ``outcome``, ``details``, ``prev`` (SHA-256 of
+the previous line) and ``sig`` (Ed25519 over the entry without ``sig``). The chain orders entries,
+the signature stops forgery, and signed checkpoints (``checkpoint.py``) kept apart from the log
+catch a cut tail, which a chain alone cannot see.
+
+Appends hold a file lock, so several processes may append at once. A crash mid-write leaves a last
+line without its newline: it is reported when the log is opened, verification fails on it, and the
+next append moves it to a quarantine file and records that in the log before writing its own entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from filelock import FileLock
+
+from governance.checkpoint import Checkpoint, CheckpointError, CheckpointStore
+from governance.merkle import MerkleTree
+
+GENESIS = "sha256:" + "0" * 64
+OUTCOMES = ("ok", "refused", "error")
+_FIELDS = {"seq", "time", "actor", "role", "action", "subject", "object", "outcome", "details", "prev", "sig"}
+_TAIL_CHUNK = 1 << 16
+
+
+class TornTailWarning(UserWarning):
+    pass
+
+
+@dataclass(frozen=True)
+class TornTail:
+    line: int       # the line number the torn entry would have had
+    offset: int     # byte offset where it starts
+    length: int     # bytes written before the crash
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    entries: int
+    checkpoints: int
+    first_bad: int | None = None
+    reason: str = "intact"
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"audit log intact: {self.entries} entries, {self.checkpoints} signed checkpoints"
+        where = f"entry {self.first_bad}: " if self.first_bad else ""
+        return f"audit log NOT intact: {where}{self.reason}"
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+def generate_key_pair(private_path: str | Path, public_path: str | Path) -> Ed25519PrivateKey:
+    """Write a new Ed25519 key pair (PEM); the private file gets mode 600. Never overwrites."""
+    key = Ed25519PrivateKey.generate()
+    with open(private_path, "xb") as handle:
+        os.chmod(private_path, 0o600)
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    with open(public_path, "xb") as handle:
+        handle.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key
+
+
+def line_hash(line: bytes) -> str:
+    return "sha256:" + hashlib.sha256(line).hexdigest()
+
+
+def _signing_payload(entry: dict[str, Any]) -> bytes:
+    return rfc8785.dumps({key: value for key, value in entry.items() if key != "sig"})
+
+
+class AuditLog:
+    """An append-only, tamper-evident log at ``path``; checkpoints go to ``<path>.checkpoints/``.
+
+    Appending needs ``signing_key``; verifying needs ``public_key`` (derived from the signing key
+    when only that is given).
+    """
+
+    def __init__(self, path: str | Path, *, signing_key: Ed25519PrivateKey | None = None,
+                 public_key: Ed25519PublicKey | None = None, checkpoint_dir: str | Path | None = None,
+                 checkpoint_every: int = 256, origin: str = "idavatar-governance-audit", fsync: bool = True):
+        self.path = Path(path)
+        self.signing_key = signing_key
+        self.public_key = public_key or (signing_key.public_key() if signing_key else None)
+        self.checkpoints = CheckpointStore(checkpoint_dir or self.path.with_name(self.path.name + ".checkpoints"))
+        self.checkpoint_every = checkpoint_every
+        self.origin = origin
+        self.fsync = fsync
+        self._lock = FileLock(str(self.path) + ".lock")
+        self.torn_tail = self._find_torn_tail()
+        if self.torn_tail:
+            warnings.warn(f"{self.path}: torn last entry (line {self.torn_tail.line}, "
+                          f"{self.torn_tail.length} bytes at offset {self.torn_tail.offset}): an append "
+                          "was interrupted; `audit verify` fails until the next append quarantines it",
+                          TornTailWarning, stacklevel=2)
+
+    # -- appending --------------------------------------------------------------------------------
+
+    def append(self, *, actor: str, action: str, outcome: str = "ok", subject: str | None = None,
+               object: str | None = None, role: str | None = None,
+               details: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Append one entry and return it (with its ``seq``)."""
+        if self.signing_key is None:
+            raise PermissionError(f"{self.path}: no audit signing key configured; this log is read-only")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                seq, prev = self._tail_state(fd)
+                if seq < 0:  # torn tail: quarantine it and say so in the log first
+                    seq, prev = self._quarantine_torn_tail(fd)
+                entry = self._write_entry(fd, seq + 1, prev, actor=actor, role=role, action=action,
+                                          subject=subject, object=object, outcome=outcome, details=details)
+            finally:
+                os.close(fd)
+            if self.checkpoint_every and entry["seq"] % self.checkpoint_every == 0:
+                self._write_checkpoint()
+        return entry
+
+    def checkpoint(self) -> Path:
+        """Sign and store a checkpoint of the log as it is now."""
+        if self.signing_key is None:
+            raise PermissionError(f"{self.path}: no audit signing key configured")
+        with self._lock:
+            return self._write_checkpoint()
+
+    def _write_entry(self, fd: int, seq: int, prev: str, **fields: Any) -> dict[str, Any]:
+        entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
+        entry["sig"] = base64.b64encode(self.signing_key.sign(_signing_payload(entry))).decode()
+        data = rfc8785.dumps(entry) + b"\n"
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes)")
+        if self.fsync:
+            os.fsync(fd)
+        return entry
+
+    def _tail_state(self, fd: int) -> tuple[int, str]:
+        """(seq, hash) of the last complete line; seq is -1 when the file ends in a torn line."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0, GENESIS
+        last_line_start = self._last_line_start(fd, size)
+        if os.pread(fd, 1, size - 1) != b"\n":
+            return -1, ""
+        line = os.pread(fd, size - 1 - last_line_start, last_line_start)
+        try:
+            return json.loads(line)["seq"], line_hash(line)
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{self.path}: the last entry is unreadable; run `python -m governance "
+                             "audit verify`") from None
+
+    @staticmethod
+    def _last_line_start(fd: int, size: int) -> int:
+        """Offset where the last line starts (a trailing newline belongs to that line)."""
+        end = size - 1
+        while end > 0:
+            start = max(0, end - _TAIL_CHUNK)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+        return 0
+
+    def _quarantine_torn_tail(self, fd: int) -> tuple[int, str]:
+        size = os.fstat(fd).st_size
+        start = self._last_line_start(fd, size)
+        fragment = os.pread(fd, size - start, start)
+        quarantine = self.path.with_name(f"{self.path.name}.torn-{start}")
+        quarantine.write_bytes(fragment)
+        os.ftruncate(fd, start)
+        seq, prev = self._tail_state(fd)
+        self._write_entry(fd, seq + 1, prev, actor="governance.audit_log", role=None,
+                          action="audit.recover-torn-entry", subject=None, object=quarantine.name,
+                          outcome="error", details={"offset": start, "bytes": len(fragment),
+                                                    "sha256": hashlib.sha256(fragment).hexdigest()})
+        self.torn_tail = None
+        return self._tail_state(fd)
+
+    def _write_checkpoint(self) -> Path:
+        tree = MerkleTree()
+        for line in self._complete_lines():
+            tree.append(line)
+        return self.checkpoints.write(Checkpoint(self.origin, tree.size, tree.root()), self.signing_key)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _find_torn_tail(self) -> TornTail | None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        with open(self.path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if os.pread(handle.fileno(), 1, size - 1) == b"\n":
+                return None
+            start = self._last_line_start(handle.fileno(), size)
+            line = os.pread(handle.fileno(), start, 0).count(b"\n") + 1
+        return TornTail(line=line, offset=start, length=size - start)
+
+    def _complete_lines(self) -> Iterator[bytes]:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as handle:
+            for line in handle:
+                if line.endswith(b"\n"):
+                    yield line[:-1]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every complete entry, parsed (no verification)."""
+        return [json.loads(line) for line in self._complete_lines()]
+
+    def verify(self) -> AuditVerification:
+        """Check every entry (form, sequence, chain, signature), the tail, and every checkpoint."""
+        if self.public_key is None:
+            raise ValueError("verifying the audit log needs its public key")
+        checkpoints: dict[int, Checkpoint] = {}
+        for path in self.checkpoints.paths():
+            try:
+                checkpoint = Checkpoint.parse_and_verify(path.read_text(), self.public_key)
+            except (CheckpointError, ValueError) as error:
+                return AuditVerification(False, 0, len(checkpoints), None, f"checkpoint {path}: {error}")
+            if checkpoint.origin != self.origin:
+                return AuditVerification(False, 0, len(checkpoints), None,
+                                         f"checkpoint {path}: origin {checkpoint.origin!r}, expected {self.origin!r}")
+            checkpoints[checkpoint.size] = checkpoint
+        tree = MerkleTree()
+        prev = GENESIS
+        for seq, line in enumerate(self._complete_lines(), start=1):
+            problem = self._check_line(line, seq, prev)
+            if problem:
+                return AuditVerification(False, tree.size, len(checkpoints), seq, problem)
+            tree.append(line)
+            prev = line_hash(line)
+            expected = checkpoints.get(tree.size)
+            if expected and expected.root_hash != tree.root():
+                return AuditVerification(False, tree.size, len(checkpoints), None,
+                                         f"the first {tree.size} entries do not match their signed checkpoint")
+        torn = self._find_torn_tail()
+        if torn:
+            return AuditVerification(False, tree.size, len(checkpoints), torn.line,
+                                     f"torn entry ({torn.length} bytes at offset {torn.offset}, "
+                                     "no newline): an append was interrupted")
+        if checkpoints and max(checkpoints) > tree.size:
+            return AuditVerification(False, tree.size, len(checkpoints), tree.size + 1,
+                                     f"log truncated: a signed checkpoint covers {max(checkpoints)} entries, "
+                                     f"the log has {tree.size}")
+        return AuditVerification(True, tree.size, len(checkpoints))
+
+    def _check_line(self, line: bytes, seq: int, prev: str) -> str | None:
+        try:
+            entry = json.loads(line)
+        except ValueError as error:
+            return f"not valid JSON ({error})"
+        if not isinstance(entry, dict) or set(entry) != _FIELDS:
+            return "not an audit entry (wrong fields)"
+        if rfc8785.dumps(entry) != line:
+            return "not in canonical JSON form (edited)"
+        if entry["seq"] != seq:
+            return f"sequence number is {entry['seq']}, expected {seq} (entry deleted, inserted or reordered)"
+        if entry["prev"] != prev:
+            return "hash of the previous entry does not match (entry edited, deleted, inserted or reordered)"
+        try:
+            self.public_key.verify(base64.b64decode(entry["sig"]), _signing_payload(entry))
+        except (InvalidSignature, ValueError):
+            return "signature invalid (entry edited or forged)"
+        return None
