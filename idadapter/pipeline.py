@@ -1,0 +1,107 @@
+"""`IDAdapterPipeline`: one photo + a prompt → images of that person, no test-time tuning.
+
+It wraps a diffusers `StableDiffusionPipeline` (SD 1.5 or 2.1 layout) and changes only what the
+paper changes: the prompt gets "<class noun> is sks" with E_c as that token's embedding, and the UNet
+gets E_r through its gated self-attention layers. `adapter_scale` (β) weakens the adapter; at 0 the
+call is exactly the plain pipeline's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from .identity_loss import FaceIdentity
+from .identity_token import identity_prompt, identity_token_id, identity_token_injected
+from .injection import set_adapter_scale
+from .model import IDAdapter, IdentityConditioning, clip_reference_features
+from .references import duplicated_references
+from .weights import load_adapter
+
+
+class NoFaceInReference(ValueError):
+    pass
+
+
+def load_base_pipeline(base: str | Path, torch_dtype=None) -> StableDiffusionPipeline:
+    """A user-supplied Stable Diffusion folder (diffusers layout) or HF-cache id; never downloads."""
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            str(base), torch_dtype=torch_dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False,
+        )
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"Stable Diffusion base weights not found at {base!r} (a diffusers folder with model_index.json, "
+            f"or a model id already in the local HF cache; nothing is downloaded): {error}"
+        ) from error
+
+
+class IDAdapterPipeline:
+    def __init__(self, pipe: StableDiffusionPipeline, adapter: IDAdapter, face_identity: FaceIdentity):
+        if pipe.image_encoder is None or pipe.feature_extractor is None:
+            raise ValueError("the pipeline needs a CLIP image encoder and its feature extractor (image_encoder=...)")
+        self.pipe = pipe
+        self.adapter = adapter.eval().requires_grad_(False)
+        self.face_identity = face_identity
+        self.token_id = identity_token_id(pipe.tokenizer, adapter.config.identity_token)
+
+    @classmethod
+    def from_pretrained(cls, base: str | Path, adapter: str | Path, image_encoder: str | Path | None = None,
+                        recognizer_file: str | Path | None = None, torch_dtype=None,
+                        device: str | torch.device = "cpu") -> "IDAdapterPipeline":
+        """Base SD weights, adapter weights and (unless the base folder has one) a CLIP vision encoder folder."""
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        pipe = load_base_pipeline(base, torch_dtype)
+        if image_encoder is not None:
+            pipe.register_modules(
+                image_encoder=CLIPVisionModelWithProjection.from_pretrained(str(image_encoder), torch_dtype=torch_dtype, local_files_only=True),
+                feature_extractor=CLIPImageProcessor.from_pretrained(str(image_encoder), local_files_only=True),
+            )
+        pipe.to(device)
+        loaded = load_adapter(adapter, pipe.unet)
+        face_identity = FaceIdentity.from_register(loaded.config.recognizer, recognizer_file).to(device)
+        return cls(pipe, loaded, face_identity)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.unet.device
+
+    @torch.no_grad()
+    def identity_conditioning(self, photo: Image.Image) -> IdentityConditioning:
+        """E_r and E_c from one photo, duplicated N times as in the paper's inference."""
+        photo = photo.convert("RGB")
+        references = duplicated_references(photo, self.adapter.config.num_references)
+        pixels = self.pipe.feature_extractor(images=references, return_tensors="pt").pixel_values.to(self.device)
+        patches, classes = clip_reference_features(self.pipe.image_encoder, pixels[None])
+        image = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        identity = self.face_identity.mean_identity(image)
+        if identity is None:
+            raise NoFaceInReference(f"{getattr(photo, 'filename', '') or 'the reference photo'}: no face found")
+        dtype = self.pipe.unet.dtype
+        return self.adapter(patches.to(dtype), classes.to(dtype), identity[None].to(dtype))
+
+    @torch.no_grad()
+    def __call__(self, photo: Image.Image, prompt: str, class_noun: str = "person", adapter_scale: float = 1.0,
+                 negative_prompt: str | None = None, num_images_per_prompt: int = 1, num_inference_steps: int = 50,
+                 guidance_scale: float = 7.5, generator: torch.Generator | None = None, **kwargs):
+        """Images of the person in `photo`; extra keyword arguments go to the Stable Diffusion pipeline."""
+        set_adapter_scale(self.pipe.unet, adapter_scale)
+        common = dict(num_images_per_prompt=num_images_per_prompt, num_inference_steps=num_inference_steps,
+                      guidance_scale=guidance_scale, generator=generator, **kwargs)
+        if adapter_scale == 0:
+            return self.pipe(prompt=prompt, negative_prompt=negative_prompt, **common)
+        conditioning = self.identity_conditioning(photo)
+        guided = guidance_scale > 1 and self.pipe.unet.config.time_cond_proj_dim is None
+        with identity_token_injected(self.pipe.text_encoder, self.token_id, conditioning.token):
+            prompt_embeds, negative_embeds = self.pipe.encode_prompt(
+                identity_prompt(prompt, class_noun, self.adapter.config.identity_token), self.device,
+                num_images_per_prompt, guided, negative_prompt,
+            )
+        # the unconditional half of a guided batch sees E_r too: the identity is not a guidance direction
+        objs = conditioning.visual.repeat(num_images_per_prompt * (2 if guided else 1), 1, 1)
+        return self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
+                         cross_attention_kwargs={"gligen": {"objs": objs}}, **common)

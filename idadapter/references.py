@@ -1,0 +1,33 @@
+"""Reference sets of N images per identity.
+
+Training pads a short set with flipped, rotated and recoloured copies (the paper's augmentation);
+inference duplicates the single reference photo N times, as the paper does.
+"""
+from __future__ import annotations
+
+import random
+
+from PIL import Image, ImageEnhance, ImageOps
+
+
+def augmented(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A flipped, slightly rotated and recoloured copy of a reference image."""
+    out = ImageOps.mirror(image) if rng.random() < 0.5 else image
+    out = out.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    out = ImageEnhance.Brightness(out).enhance(rng.uniform(0.8, 1.2))
+    out = ImageEnhance.Contrast(out).enhance(rng.uniform(0.8, 1.2))
+    return ImageEnhance.Color(out).enhance(rng.uniform(0.7, 1.3))
+
+
+def padded_references(images: list[Image.Image], n: int, rng: random.Random) -> list[Image.Image]:
+    """n references: up to n of `images` (drawn without replacement), padded with augmented copies."""
+    if not images:
+        raise ValueError("a reference set needs at least one image")
+    chosen = rng.sample(images, min(n, len(images)))
+    while len(chosen) < n:
+        chosen.append(augmented(rng.choice(images), rng))
+    return chosen
+
+
+def duplicated_references(image: Image.Image, n: int) -> list[Image.Image]:
+    return [image] * n

@@ -1,0 +1,107 @@
+"""A tiny Stable-Diffusion-shaped pipeline with random weights, built offline from configs.
+
+For tests and examples only: it has the SD 1.5 or SD 2.1 layout (the parts the adapter depends on)
+at a size that runs on a CPU in seconds. Nothing it produces is a real image; never score it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import (
+    CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+TINY_WORDS = (
+    "a photo of the woman man person is sks smiling in portrait painting beach wearing hat , ."
+).split()
+TINY_IMAGE_SIZE = 64
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP BPE tokenizer whose vocabulary is printable ASCII plus TINY_WORDS (each kept whole)."""
+    symbols = [chr(code) for code in range(33, 127)]
+    vocab = symbols + [s + "</w>" for s in symbols]
+    merges = []
+    for word in TINY_WORDS:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        merged = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((merged, piece))
+            merged += piece
+            if merged not in vocab:
+                vocab.append(merged)
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(
+        vocab={token: i for i, token in enumerate(vocab)}, merges=list(dict.fromkeys(merges)), model_max_length=77,
+    )
+
+
+def tiny_unet(layout: str = "sd21", cross_attention_dim: int = 32) -> UNet2DConditionModel:
+    layouts = {
+        # SD 2.x: per-level head dims and linear projections in the transformer blocks
+        "sd21": dict(attention_head_dim=(2, 4), use_linear_projection=True),
+        # SD 1.x: one head dim, convolutional projections
+        "sd15": dict(attention_head_dim=4, use_linear_projection=False),
+    }
+    return UNet2DConditionModel(
+        sample_size=TINY_IMAGE_SIZE // 2, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim, **layouts[layout],
+    )
+
+
+def tiny_pipeline(directory: str | Path, layout: str = "sd21", seed: int = 0,
+                  prediction_type: str = "epsilon") -> StableDiffusionPipeline:
+    """Build a tiny SD pipeline (with a CLIP image encoder) and save it to `directory`."""
+    torch.manual_seed(seed)
+    directory = Path(directory)
+    tokenizer = tiny_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=8, projection_dim=32,
+    ))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=TINY_IMAGE_SIZE,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=tiny_unet(layout), scheduler=scheduler,
+        safety_checker=None, feature_extractor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
+        image_encoder=image_encoder, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory)
+    return pipe
+
+
+def tiny_adapter(pipe: StableDiffusionPipeline, gate: float = 0.0, seed: int = 0):
+    """An IDAdapter sized for `pipe`, attached to its UNet; `gate` sets every γ (0: a fresh adapter)."""
+    from .config import IDAdapterConfig
+    from .injection import adapter_modules, attach_identity_layers
+    from .model import IDAdapter
+
+    torch.manual_seed(seed)
+    config = IDAdapterConfig.for_models(pipe.unet, pipe.text_encoder, pipe.image_encoder, mff_heads=4)
+    adapter = IDAdapter(config)
+    attach_identity_layers(pipe.unet)
+    with torch.no_grad():
+        for module in adapter_modules(pipe.unet).values():
+            for name, parameter in module.named_parameters():
+                if name.startswith("alpha_"):
+                    parameter.fill_(gate)
+    return adapter
