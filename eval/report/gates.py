@@ -1,0 +1,294 @@
+"""Acceptance gates: thresholds from `benchmarks/gates.toml`, verdicts from a run's summary.
+
+One module decides every verdict, so the report's banner and `pytest benchmarks/` never disagree.
+A gate whose metric is unavailable is `unavailable` with the reason - never `pass`.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eval.report.comparison import Comparison, MetricDelta
+from eval.report.governance_checks import GovernanceChecks, not_configured
+from eval.report.metrics import LOWER_IS_BETTER, metric_label
+from eval.report.run import ReviewRun
+
+DEFAULT_GATES_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "gates.toml"
+
+Verdict = Literal["pass", "fail", "unavailable"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IdSimGates(_Strict):
+    default: Literal["calibration"] | float = "calibration"
+    min: dict[str, float] = Field(default_factory=dict)
+
+
+class RegressionGates(_Strict):
+    default_margin: float = Field(ge=0)
+    metrics: list[str]
+    margin: dict[str, float] = Field(default_factory=dict)
+
+    def margin_for(self, metric: str) -> float:
+        """A metric's own margin, else its family's (`id_sim` for every `id_sim_<recognizer>`)."""
+        family = "id_sim" if metric.startswith("id_sim_") else metric
+        return self.margin.get(metric, self.margin.get(family, self.default_margin))
+
+
+class GovernanceGates(_Strict):
+    provenance: bool = True
+    consent_purpose: str | None = "avatar-generation"
+    audit_log: bool = True
+
+
+class GateSpec(_Strict):
+    """The parsed gates file."""
+
+    version: int
+    judge: Literal["mean", "ci"] = "mean"
+    id_sim: IdSimGates = Field(default_factory=IdSimGates)
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+    regression: RegressionGates | None = None
+    governance: GovernanceGates = Field(default_factory=GovernanceGates)
+
+
+class GatesFileError(ValueError):
+    pass
+
+
+def load_gate_spec(path: str | Path | None = None) -> GateSpec:
+    path = Path(path) if path is not None else DEFAULT_GATES_FILE
+    try:
+        with open(path, "rb") as handle:
+            return GateSpec.model_validate(tomllib.load(handle))
+    except FileNotFoundError as exc:
+        raise GatesFileError(f"{path}: gates file not found") from exc
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise GatesFileError(f"{path}: not a valid gates file: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str  # stable id, e.g. "id_sim_sface", "regression_expr_div", "governance_provenance"
+    title: str  # what is required, in words
+    verdict: Verdict
+    measured: float | None = None
+    threshold: float | None = None
+    ci: tuple[float, float] | None = None
+    n: int | None = None
+    detail: str = ""  # the reason when unavailable; provenance of the threshold or a caveat otherwise
+
+    @property
+    def message(self) -> str:
+        parts = [f"{self.title}: {self.verdict.upper()}"]
+        if self.measured is not None:
+            parts.append(f"measured {_fmt(self.measured)}")
+        if self.ci is not None:
+            parts.append(f"95% CI [{_fmt(self.ci[0])}, {_fmt(self.ci[1])}]")
+        if self.n is not None:
+            parts.append(f"n={self.n}")
+        if self.threshold is not None:
+            parts.append(f"threshold {_fmt(self.threshold)}")
+        if self.detail:
+            parts.append(self.detail)
+        return "; ".join(parts)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _metric(summary: dict, system: str, key: str) -> tuple[dict | None, str]:
+    """(metric stats, reason it is unavailable)."""
+    entry = summary["systems"][system]
+    stats = entry.get("metrics", {}).get(key)
+    if stats is None or stats.get("mean") is None or not math.isfinite(stats["mean"]):
+        reason = entry.get("unavailable", {}).get(key) or f"metric {key} not in the run's summary"
+        return None, reason
+    return stats, ""
+
+
+def _bound_gate(gate: str, title: str, stats: dict | None, reason: str, threshold: float,
+                minimum: bool, judge: str, detail: str = "") -> GateResult:
+    if stats is None:
+        return GateResult(gate, title, "unavailable", threshold=threshold, detail=f"unavailable: {reason}")
+    mean = stats["mean"]
+    has_ci = stats.get("ci_low") is not None and stats.get("ci_high") is not None
+    ci = (stats["ci_low"], stats["ci_high"]) if has_ci else None
+    if judge == "ci" and ci is not None:
+        judged = ci[0] if minimum else ci[1]
+        rule = f"whole 95% CI {'>=' if minimum else '<='} threshold"
+    else:
+        judged = mean
+        rule = f"mean {'>=' if minimum else '<='} threshold"
+    passed = judged >= threshold if minimum else judged <= threshold
+    notes = "; ".join(filter(None, [rule, detail]))
+    return GateResult(gate, title, "pass" if passed else "fail", measured=mean, threshold=threshold,
+                      ci=ci, n=stats.get("n"), detail=notes)
+
+
+def identity_gates(spec: GateSpec, summary: dict, system: str) -> list[GateResult]:
+    results = []
+    not_independent = set(summary.get("trained_with", {}).get(system, []))
+    for recognizer in summary.get("recognizers", []):
+        key = f"id_sim_{recognizer}"
+        title = f"{metric_label(key)} >= minimum"
+        if recognizer in spec.id_sim.min:
+            threshold, source = spec.id_sim.min[recognizer], "threshold from gates.toml"
+        elif spec.id_sim.default != "calibration":
+            threshold, source = float(spec.id_sim.default), "threshold from gates.toml"
+        else:
+            threshold = summary.get("thresholds", {}).get(recognizer)
+            source = "threshold from the calibration"
+        if threshold is None:
+            results.append(GateResult(key, title, "unavailable",
+                                      detail=f"unavailable: no calibrated threshold for {recognizer} "
+                                             "and none set in gates.toml"))
+            continue
+        caveat = (f"{recognizer} was used to train {system}: not an independent judge"
+                  if recognizer in not_independent else "")
+        stats, reason = _metric(summary, system, key)
+        results.append(_bound_gate(key, title, stats, reason, float(threshold), True, spec.judge,
+                                   "; ".join(filter(None, [source, caveat]))))
+    return results
+
+
+def bound_gates(spec: GateSpec, summary: dict, system: str) -> list[GateResult]:
+    results = []
+    for table, minimum in ((spec.min, True), (spec.max, False)):
+        for key, threshold in table.items():
+            title = f"{metric_label(key)} {'>=' if minimum else '<='} {'minimum' if minimum else 'maximum'}"
+            stats, reason = _metric(summary, system, key)
+            results.append(_bound_gate(key, title, stats, reason, threshold, minimum, spec.judge))
+    return results
+
+
+def _expand_regression_metrics(spec: RegressionGates, summary: dict) -> list[str]:
+    keys = []
+    for name in spec.metrics:
+        if name == "id_sim":
+            keys += [f"id_sim_{r}" for r in summary.get("recognizers", [])]
+        else:
+            keys.append(name)
+    return keys
+
+
+def regression_gates(spec: GateSpec, summary: dict, deltas: dict[str, MetricDelta] | None,
+                     baseline_label: str | None) -> list[GateResult]:
+    if spec.regression is None:
+        return []
+    if deltas is None:
+        return [GateResult("regression", "no regression vs a baseline run", "unavailable",
+                           detail="unavailable: no baseline run given (--baseline)")]
+    results = []
+    for key in _expand_regression_metrics(spec.regression, summary):
+        margin = spec.regression.margin_for(key)
+        worse = "higher" if key in LOWER_IS_BETTER else "lower"
+        title = f"{metric_label(key)}: no regression vs baseline"
+        gate = f"regression_{key}"
+        delta = deltas.get(key)
+        if delta is None or delta.unavailable:
+            reason = delta.unavailable if delta is not None else f"{key} not comparable"
+            results.append(GateResult(gate, title, "unavailable", threshold=margin,
+                                      detail=f"unavailable: {reason}"))
+            continue
+        # Signed so that negative means worse, whatever the metric's direction.
+        sign = -1.0 if key in LOWER_IS_BETTER else 1.0
+        drop = -sign * delta.delta
+        significant = delta.significant
+        failed = drop > margin and significant
+        detail = (f"candidate - baseline ({baseline_label}); fails when {worse} by more than the margin "
+                  f"and the CI excludes 0 ({'significant' if significant else 'not significant'})")
+        results.append(GateResult(gate, title, "fail" if failed else "pass", measured=delta.delta,
+                                  threshold=margin, ci=(delta.ci_low, delta.ci_high), n=delta.n,
+                                  detail=detail))
+    return results
+
+
+def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | None) -> list[GateResult]:
+    """`stand_in` is set when the run's outputs are not generated images (the demo's real photos):
+    the provenance and consent-for-generation gates then cannot apply, and say so."""
+    wanted = spec.governance
+    results = []
+    if wanted.provenance:
+        title = "every output has trusted C2PA provenance"
+        if not checks.configured:
+            results.append(GateResult("governance_provenance", title, "unavailable", threshold=1.0,
+                                      detail=f"unavailable: governance not configured ({checks.reason})"))
+        elif not checks.provenance:
+            results.append(GateResult("governance_provenance", title, "unavailable", threshold=1.0,
+                                      detail="unavailable: no output image to verify"))
+        else:
+            share, n = checks.trusted_share, len(checks.provenance)
+            if stand_in:
+                results.append(GateResult("governance_provenance", title, "unavailable", measured=share,
+                                          threshold=1.0, n=n,
+                                          detail=f"unavailable: {stand_in}; real photographs carry no "
+                                                 "C2PA manifest of a generator"))
+            else:
+                untrusted = [p for p in checks.provenance if p.status != "trusted"]
+                detail = "" if not untrusted else "not trusted: " + ", ".join(
+                    f"{Path(p.path).name} ({p.status})" for p in untrusted[:5]) + (
+                    f" and {len(untrusted) - 5} more" if len(untrusted) > 5 else "")
+                results.append(GateResult("governance_provenance", title,
+                                          "pass" if not untrusted else "fail",
+                                          measured=share, threshold=1.0, n=n, detail=detail))
+    if wanted.consent_purpose:
+        purpose = wanted.consent_purpose
+        title = f"every subject had consent for {purpose}"
+        gate = "governance_consent"
+        if not checks.configured:
+            results.append(GateResult(gate, title, "unavailable", threshold=1.0,
+                                      detail=f"unavailable: governance not configured ({checks.reason})"))
+        else:
+            decisions = {s: per.get(purpose) for s, per in checks.consent.items()}
+            refused = sorted(s for s, d in decisions.items() if d is None or not d.allowed)
+            share = (len(decisions) - len(refused)) / len(decisions) if decisions else 0.0
+            reasons = ", ".join(
+                f"{s} ({decisions[s].reason if decisions[s] else 'purpose unknown to the registry'})"
+                for s in refused)
+            if not decisions:
+                results.append(GateResult(gate, title, "unavailable", threshold=1.0,
+                                          detail="unavailable: the run names no subject"))
+            elif stand_in:
+                results.append(GateResult(gate, title, "unavailable", measured=share, threshold=1.0,
+                                          n=len(decisions),
+                                          detail=f"unavailable: {stand_in}, so no avatar was generated"
+                                                 + (f"; {purpose} is REFUSED for {reasons}" if refused else "")))
+            else:
+                results.append(GateResult(gate, title, "fail" if refused else "pass", measured=share,
+                                          threshold=1.0, n=len(decisions),
+                                          detail=f"refused: {reasons}" if refused else ""))
+    if wanted.audit_log:
+        title = "the audit log verifies"
+        if not checks.configured:
+            results.append(GateResult("governance_audit_log", title, "unavailable",
+                                      detail=f"unavailable: governance not configured ({checks.reason})"))
+        else:
+            audit = checks.audit
+            detail = f"{audit.entries} entries" + ("" if audit.ok else
+                                                   f"; first bad entry {audit.first_bad}: {audit.reason}")
+            results.append(GateResult("governance_audit_log", title, "pass" if audit.ok else "fail",
+                                      n=audit.entries, detail=detail))
+    return results
+
+
+def evaluate_gates(spec: GateSpec, run: ReviewRun, comparison: Comparison | None = None) -> list[GateResult]:
+    """Every gate's verdict for the run's candidate system."""
+    system = run.candidate
+    checks = run.governance or not_configured("no governance checks were run")
+    subjects = run.rows(system)["subject"].unique()
+    return (identity_gates(spec, run.summary, system)
+            + bound_gates(spec, run.summary, system)
+            + regression_gates(spec, run.summary, comparison.deltas if comparison else None,
+                               comparison.baseline_label if comparison else None)
+            + governance_gates(spec, checks.restricted_to(system, subjects), run.stand_in))

@@ -1,0 +1,190 @@
+"""What a review looks at, loaded once: scores, summary, calibration, governance, the candidate system.
+
+A run comes from a scores folder (`scores.parquet` + `summary.json`), from a manifest (scored here by
+the harness) or, with no argument, from the built-in demo.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import platformdirs
+
+from eval.report.governance_checks import GovernanceChecks, check_governance, load_context, not_configured
+
+DEMO_CANDIDATE = "ideal"
+DEMO_STAND_IN = "demo run: its outputs are real photographs standing in for generated avatars"
+
+
+class RunError(ValueError):
+    pass
+
+
+@dataclass
+class ReviewRun:
+    name: str
+    scores_dir: Path
+    manifest_dir: Path  # image and reference paths in the scores are relative to it
+    summary: dict
+    scores: pd.DataFrame
+    candidate: str
+    calibration: dict | None = None
+    calibration_source: str = ""  # the file, or why there is no calibration
+    governance: GovernanceChecks | None = None
+    stand_in: str | None = None  # set when the outputs are not generated images (the demo)
+
+    @property
+    def systems(self) -> list[str]:
+        return list(self.summary["systems"])
+
+    def path_of(self, relative: str) -> Path:
+        return self.manifest_dir / relative
+
+    def rows(self, system: str) -> pd.DataFrame:
+        return self.scores[self.scores["system"] == system]
+
+
+def default_demo_dir() -> Path:
+    """Where the demo run is built: $IDAVATAR_DEMO_DIR, else the user cache."""
+    override = os.environ.get("IDAVATAR_DEMO_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("idavatar")) / "demo"
+
+
+def choose_candidate(summary: dict, requested: str | None, source: str, prefer: str | None = None) -> str:
+    """The system under review: the one requested, else `prefer` when the run has it (a baseline
+    compares like with like), else the only system, else the demo's 'ideal'."""
+    systems = list(summary["systems"])
+    if requested is not None:
+        if requested not in systems:
+            raise RunError(f"{source}: no system {requested!r} in the run (systems: {', '.join(systems)})")
+        return requested
+    if prefer in systems:
+        return prefer
+    if len(systems) == 1:
+        return systems[0]
+    if DEMO_CANDIDATE in systems:
+        return DEMO_CANDIDATE
+    raise RunError(f"{source}: the run has several systems ({', '.join(systems)}); "
+                   "choose the candidate with --system")
+
+
+def _manifest_dir(scores_dir: Path, summary: dict) -> Path:
+    manifest = summary.get("manifest")
+    if manifest:
+        path = Path(manifest)
+        for candidate in ([path] if path.is_absolute() else [scores_dir / path, scores_dir.parent / path]):
+            if candidate.is_file():
+                return candidate.parent
+    return scores_dir.parent  # the harness's default: <manifest folder>/scores
+
+
+def _run_name(source: Path) -> str:
+    """`runs/a/manifest.jsonl` and `runs/a/scores` are both the run "a"."""
+    source = source.resolve()
+    generic = source.stem in ("manifest", "scores") and source.parent.name
+    return source.parent.name if generic else source.stem
+
+
+def read_scores_dir(scores_dir: str | Path) -> tuple[pd.DataFrame, dict]:
+    scores_dir = Path(scores_dir)
+    summary_path, parquet_path, csv_path = (scores_dir / name for name in
+                                            ("summary.json", "scores.parquet", "scores.csv"))
+    if not summary_path.is_file():
+        raise RunError(f"{scores_dir}: not a scores folder (no summary.json)")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{summary_path}: not valid JSON ({exc})") from exc
+    if not isinstance(summary.get("systems"), dict) or not summary["systems"]:
+        raise RunError(f"{summary_path}: no systems in the summary")
+    if parquet_path.is_file():
+        scores = pd.read_parquet(parquet_path)
+    elif csv_path.is_file():
+        scores = pd.read_csv(csv_path)
+    else:
+        raise RunError(f"{scores_dir}: no scores.parquet or scores.csv beside summary.json")
+    return scores, summary
+
+
+def _load_calibration(path: Path | None) -> tuple[dict | None, str]:
+    if path is None:
+        return None, "no calibration file given (--calibration)"
+    try:
+        return json.loads(Path(path).read_text()), str(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: cannot read the calibration ({exc})") from exc
+
+
+def _governance_for(scores: pd.DataFrame, manifest_dir: Path, context, source: str) -> GovernanceChecks:
+    outputs = [(system, manifest_dir / image) for system, image in zip(scores["system"], scores["image"])]
+    return check_governance(context, scores["subject"].unique(), outputs, source=source)
+
+
+def load_run(source: str | Path | None = None, *, system: str | None = None, prefer: str | None = None,
+             calibration: str | Path | None = None, governance: str | Path | None = None,
+             with_governance: bool = True, demo_dir: str | Path | None = None,
+             progress: bool = True) -> ReviewRun:
+    """Load (scoring if needed) the run at `source`: a scores folder, a manifest, or None for the demo.
+
+    `with_governance=False` skips the governance checks (a baseline needs only its scores)."""
+    if source is None:
+        return load_demo_run(demo_dir or default_demo_dir(), system=system, prefer=prefer,
+                             with_governance=with_governance, progress=progress)
+    source = Path(source)
+    if source.is_dir():
+        scores_dir = source
+    elif source.is_file():
+        from eval.score import score_manifest
+
+        scores_dir = score_manifest(source, thresholds=calibration, progress=progress).out_dir
+    else:
+        raise RunError(f"{source}: no such manifest or scores folder")
+    scores, summary = read_scores_dir(scores_dir)
+    manifest_dir = _manifest_dir(scores_dir, summary)
+    calibration_data, calibration_source = _load_calibration(Path(calibration) if calibration else None)
+    checks = None
+    if with_governance:
+        context, governance_source = load_context(governance)
+        checks = (not_configured(governance_source) if context is None
+                  else _governance_for(scores, manifest_dir, context, governance_source))
+    return ReviewRun(name=_run_name(source), scores_dir=scores_dir,
+                     manifest_dir=manifest_dir, summary=summary, scores=scores,
+                     candidate=choose_candidate(summary, system, str(source), prefer),
+                     calibration=calibration_data, calibration_source=calibration_source,
+                     governance=checks)
+
+
+def load_demo_run(demo_dir: str | Path, *, system: str | None = None, prefer: str | None = None,
+                  with_governance: bool = True, progress: bool = True) -> ReviewRun:
+    """Build (or reuse) and score the built-in demo: the bundled photos as 'ideal', 'copy-paste' and
+    'impostor' systems, calibrated on the bundled identities, with the demo consent registry."""
+    from eval.calibrate import calibrate_folder
+    from eval.demo.build import build_demo_run, build_identity_folders
+    from eval.score import score_manifest
+
+    demo_dir = Path(demo_dir)
+    calibration_path = demo_dir / "calibration.json"
+    if not calibration_path.is_file():
+        calibrate_folder(build_identity_folders(demo_dir / "identities"), out_path=calibration_path)
+    manifest = build_demo_run(demo_dir / "run")
+    result = score_manifest(manifest, thresholds=calibration_path, progress=progress)
+    scores, summary = result.scores, result.summary
+    checks = demo_governance(demo_dir / "governance", scores, manifest.parent) if with_governance else None
+    return ReviewRun(name="demo", scores_dir=result.out_dir, manifest_dir=manifest.parent, summary=summary,
+                     scores=scores, candidate=choose_candidate(summary, system, "demo", prefer),
+                     calibration=json.loads(calibration_path.read_text()),
+                     calibration_source=str(calibration_path), governance=checks, stand_in=DEMO_STAND_IN)
+
+
+def demo_governance(folder: Path, scores: pd.DataFrame, manifest_dir: Path) -> GovernanceChecks:
+    """The demo's own consent registry (evaluation only), audit log and provenance checks."""
+    try:
+        from governance.demo import create_demo_governance
+    except ImportError as exc:
+        return not_configured(f"the governance layer's demo is not available ({exc})")
+    subjects = sorted(scores["subject"].unique())
+    context = create_demo_governance(folder, subjects)
+    return _governance_for(scores, manifest_dir, context, f"demo consent registry in {folder}")
