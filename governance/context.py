@@ -189,7 +189,7 @@ class GovernanceContext:
         return self.registry.status(subject, at)
 
     def verify_provenance(self, paths: Iterable[str | Path]) -> list[ProvenanceResult]:
-        return [self.verifier.verify(path) for path in paths]
+        return self.verifier.verify_many(paths)
 
     def verify_audit_log(self) -> AuditVerification:
         return self.audit_log.verify()

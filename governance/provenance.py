@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 import c2pa
+from tqdm import tqdm
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 CONSENT_ASSERTION = "com.idavatar.consent"
@@ -119,6 +120,10 @@ class ProvenanceVerifier:
         self._context = c2pa.Context(c2pa.Settings.from_dict(
             {"trust": {"trust_anchors": pem.decode()}, "verify": {"verify_trust": True}}))
 
+    def verify_many(self, paths: Iterable[str | Path]) -> list[ProvenanceResult]:
+        paths = list(paths)
+        return [self.verify(path) for path in tqdm(paths, desc="provenance", unit="image", disable=len(paths) < 50)]
+
     def verify(self, path: str | Path) -> ProvenanceResult:
         path = Path(path)
         try:
@@ -155,8 +160,3 @@ def _result(path: Path, state: str | None, results: dict, manifest: dict) -> Pro
         generator=agent.get("name"), model_version=agent.get("version"),
         ai_generated=created.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA,
         detail=detail, codes=failures + informational)
-
-
-def verify_images(paths: Iterable[str | Path], trust_anchors: Iterable[str | Path | bytes]) -> list[ProvenanceResult]:
-    verifier = ProvenanceVerifier(trust_anchors)
-    return [verifier.verify(path) for path in paths]

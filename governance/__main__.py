@@ -1,0 +1,323 @@
+"""Command line: ``python -m governance [--config FILE] [--actor NAME --role ROLE] COMMAND ...``.
+
+Exit status: 0 success, 1 a check failed (consent refused, log or images not intact), 2 an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from governance.audit_log import AuditLog, load_public_key
+from governance.consent import LawfulBasis, Purpose, json_schema, new_record
+from governance.context import CONFIG_ENV, GovernanceContext
+from governance.demo import create_demo_governance
+from governance.keys import LocalMasterKey, WrongMasterKey
+from governance.pki import NOT_FOR_PRODUCTION, init_test_pki
+from governance.provenance import ProvenanceVerifier
+from governance.registry import ConsentRefused, UnknownRecord
+from governance.roles import Actor, Permission, PermissionDenied, Role
+from governance.vault import VaultError
+
+EXPECTED_ERRORS = (ConsentRefused, PermissionDenied, VaultError, WrongMasterKey, UnknownRecord, ValidationError,
+                   FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)
+
+
+def _time(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a timezone (e.g. 2026-01-01T00:00:00+00:00)")
+    return value
+
+
+def _gov(args) -> GovernanceContext:
+    return GovernanceContext.load(args.config)
+
+
+def _actor(args, permission: Permission) -> Actor:
+    actor = Actor(args.actor, args.role)
+    actor.require(permission)
+    return actor
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+def cmd_init(args) -> int:
+    gov = GovernanceContext.init(args.directory, controller=args.controller, jurisdiction=args.jurisdiction)
+    print(f"governance workspace created: {Path(args.directory) / 'governance.toml'}")
+    print(f"signing certificate: {gov.config.signing_cert} ({NOT_FOR_PRODUCTION})")
+    return 0
+
+
+def cmd_pki_init(args) -> int:
+    pki = init_test_pki(args.directory)
+    print(f"{NOT_FOR_PRODUCTION}\ntrust anchor: {pki.root_cert}\nsigning certificate: {pki.signing_cert}\n"
+          f"signing key: {pki.signing_key}")
+    return 0
+
+
+def cmd_demo_init(args) -> int:
+    gov = create_demo_governance(args.directory, args.subjects)
+    gov.audit_log.checkpoint()
+    print(f"demo workspace {Path(args.directory) / 'governance.toml'}: {', '.join(args.subjects)} "
+          "recorded for evaluation and calibration only")
+    return 0
+
+
+def cmd_consent_give(args) -> int:
+    gov = _gov(args)
+    actor = _actor(args, Permission.RECORD)
+    record = gov.registry.add(new_record(
+        args.subject, [Purpose(p) for p in args.purpose], controller=gov.config.controller,
+        jurisdiction=args.jurisdiction or gov.config.jurisdiction, actor=actor.name, given_at=args.valid_from,
+        valid_until=args.valid_until, retention=dt.timedelta(days=args.retention_days),
+        lawful_basis=LawfulBasis(args.lawful_basis)))
+    gov.audit_log.append(actor=actor.name, role=actor.role.value, action="consent.record", subject=args.subject,
+                         object=record.record_id, details={"purposes": args.purpose})
+    gov.audit_log.checkpoint()
+    print(record.record_id)
+    return 0
+
+
+def cmd_consent_withdraw(args) -> int:
+    gov = _gov(args)
+    withdrawn = gov.vault.withdraw(args.subject, actor=Actor(args.actor, args.role), reason=args.reason)
+    gov.audit_log.checkpoint()
+    print(f"withdrawn: {', '.join(withdrawn) or 'no record in force'}; {args.subject}'s data key crypto-shredded")
+    return 0
+
+
+def cmd_consent_check(args) -> int:
+    decision = _gov(args).registry.check(args.subject, args.purpose, args.at)
+    print(decision)
+    return 0 if decision.allowed else 1
+
+
+def cmd_consent_status(args) -> int:
+    status = _gov(args).consent_status(args.subject)
+    if args.json:
+        print(json.dumps({purpose: {"allowed": d.allowed, "reason": d.reason, "record_id": d.record_id}
+                          for purpose, d in status.items()}, indent=2))
+    else:
+        for decision in status.values():
+            print(decision)
+    return 0
+
+
+def cmd_consent_show(args) -> int:
+    print(_gov(args).registry.get(args.record_id).model_dump_json(indent=2))
+    return 0
+
+
+def cmd_consent_schema(args) -> int:
+    print(json_schema())
+    return 0
+
+
+def cmd_vault_put(args) -> int:
+    gov = _gov(args)
+    file_id = gov.vault.put(args.subject, Path(args.file).read_bytes(), purpose=args.purpose,
+                            actor=Actor(args.actor, args.role))
+    gov.audit_log.checkpoint()
+    print(file_id)
+    return 0
+
+
+def cmd_vault_read(args) -> int:
+    gov = _gov(args)
+    photo = gov.vault.read(args.subject, args.file_id, purpose=args.purpose, actor=Actor(args.actor, args.role))
+    gov.audit_log.checkpoint()
+    Path(args.out).write_bytes(photo)
+    print(f"{args.out}: {len(photo)} bytes")
+    return 0
+
+
+def cmd_vault_list(args) -> int:
+    print("\n".join(_gov(args).vault.list(args.subject)))
+    return 0
+
+
+def cmd_vault_rotate(args) -> int:
+    gov = _gov(args)
+    if gov.config.master_key is None:
+        raise ValueError(f"master key comes from the environment; rotate it with the library "
+                         f"(PhotoVault.rotate_master_key) and update ${CONFIG_ENV}'s key source")
+    key_path = gov.config.master_key
+    # The new key is kept beside the old one until every data key is re-wrapped, so an
+    # interrupted rotation can be rerun.
+    pending = key_path.with_name(key_path.name + ".new")
+    new_key = LocalMasterKey.from_file(pending) if pending.exists() else LocalMasterKey.generate_file(pending)
+    count = gov.vault.rotate_master_key(new_key, actor=Actor(args.actor, args.role))
+    os.replace(pending, key_path)
+    gov.audit_log.checkpoint()
+    print(f"re-wrapped {count} data keys under master key {new_key.key_id}; photos untouched")
+    return 0
+
+
+def cmd_vault_backup(args) -> int:
+    print(f"encrypted blobs (no keys) copied to {_gov(args).vault.backup(args.destination)}")
+    return 0
+
+
+def cmd_audit_verify(args) -> int:
+    if args.log and args.public_key:
+        log = AuditLog(args.log, public_key=load_public_key(args.public_key))
+    else:
+        gov = _gov(args)
+        log = AuditLog(args.log or gov.config.audit_log, public_key=load_public_key(gov.config.audit_public_key))
+    result = log.verify()
+    print(result)
+    return 0 if result.ok else 1
+
+
+def cmd_audit_checkpoint(args) -> int:
+    print(f"checkpoint written: {_gov(args).audit_log.checkpoint()}")
+    return 0
+
+
+def cmd_provenance_sign(args) -> int:
+    gov = _gov(args)
+    signed = gov.sign_output(args.image, dest=args.out, subject=args.subject, consent_record_id=args.consent_record,
+                             generator=args.generator, model_version=args.model_version,
+                             actor=Actor(args.actor, args.role))
+    gov.audit_log.checkpoint()
+    print(f"signed: {signed}")
+    return 0
+
+
+def cmd_provenance_verify(args) -> int:
+    anchors = args.trust_anchor or _gov(args).config.trust_anchors
+    results = ProvenanceVerifier(anchors).verify_many(args.images)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            print(f"{r.path}: {r.status}  consent record: {r.consent_record_id or '-'}  ({r.detail})")
+    return 0 if all(r.trusted for r in results) else 1
+
+
+def cmd_audit_dir(args) -> int:
+    report = _gov(args).audit_dir(args.directory)
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.table())
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0 if report.ok else 1
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m governance", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help=f"governance.toml (default ${CONFIG_ENV}, else ./governance.toml)")
+    parser.add_argument("--actor", default=os.environ.get("GOVERNANCE_ACTOR") or getpass.getuser(),
+                        help="who acts (recorded in the audit log; default $GOVERNANCE_ACTOR or the login)")
+    parser.add_argument("--role", default=os.environ.get("GOVERNANCE_ROLE", "operator"),
+                        choices=[r.value for r in Role], help="default $GOVERNANCE_ROLE or operator")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(group, name, handler, help):
+        sub = group.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command(commands, "init", cmd_init, "create a workspace: config, master key, audit key, test PKI")
+    sub.add_argument("directory")
+    sub.add_argument("--controller", default="idavatar operator")
+    sub.add_argument("--jurisdiction", default="EU")
+    sub = command(commands, "demo-init", cmd_demo_init,
+                  "workspace whose subjects are recorded for evaluation and calibration only")
+    sub.add_argument("directory")
+    sub.add_argument("subjects", nargs="+")
+
+    pki = commands.add_parser("pki", help="local test PKI").add_subparsers(dest="pki_command", required=True)
+    command(pki, "init", cmd_pki_init, f"make a test root + signing certificate ({NOT_FOR_PRODUCTION})") \
+        .add_argument("directory")
+
+    consent = commands.add_parser("consent", help="consent records").add_subparsers(dest="sub", required=True)
+    purposes = [p.value for p in Purpose]
+    sub = command(consent, "give", cmd_consent_give, "record consent given; prints the record id")
+    sub.add_argument("--subject", required=True)
+    sub.add_argument("--purpose", action="append", required=True, choices=purposes)
+    sub.add_argument("--valid-from", type=_time, help="default now")
+    sub.add_argument("--valid-until", type=_time)
+    sub.add_argument("--retention-days", type=int, default=30)
+    sub.add_argument("--lawful-basis", default=LawfulBasis.CONSENT.value, choices=[b.value for b in LawfulBasis])
+    sub.add_argument("--jurisdiction")
+    sub = command(consent, "withdraw", cmd_consent_withdraw, "withdraw consent and crypto-shred the subject's key")
+    sub.add_argument("--subject", required=True)
+    sub.add_argument("--reason")
+    sub = command(consent, "check", cmd_consent_check, "the consent gate; exit 1 when refused")
+    sub.add_argument("--subject", required=True)
+    sub.add_argument("--purpose", required=True, choices=purposes)
+    sub.add_argument("--at", type=_time, help="default now")
+    sub = command(consent, "status", cmd_consent_status, "the gate's answer for every purpose")
+    sub.add_argument("--subject", required=True)
+    sub.add_argument("--json", action="store_true")
+    command(consent, "show", cmd_consent_show, "print a record as JSON").add_argument("record_id")
+    command(consent, "schema", cmd_consent_schema, "print the consent record JSON Schema")
+
+    vault = commands.add_parser("vault", help="encrypted photo vault").add_subparsers(dest="sub", required=True)
+    sub = command(vault, "put", cmd_vault_put, "encrypt and store a photo; prints its file id")
+    sub.add_argument("file")
+    sub.add_argument("--subject", required=True)
+    sub.add_argument("--purpose", required=True, choices=purposes)
+    sub = command(vault, "read", cmd_vault_read, "decrypt a photo through the consent gate")
+    sub.add_argument("file_id")
+    sub.add_argument("--subject", required=True)
+    sub.add_argument("--purpose", required=True, choices=purposes)
+    sub.add_argument("--out", required=True)
+    command(vault, "list", cmd_vault_list, "file ids of a subject").add_argument("--subject", required=True)
+    command(vault, "rotate", cmd_vault_rotate, "new master key; re-wraps data keys, photos untouched")
+    command(vault, "backup", cmd_vault_backup, "copy the encrypted blobs (never the keys)").add_argument("destination")
+
+    audit = commands.add_parser("audit", help="tamper-evident audit log").add_subparsers(dest="sub", required=True)
+    sub = command(audit, "verify", cmd_audit_verify, "verify every entry and checkpoint; exit 1 naming the first bad entry")
+    sub.add_argument("--log", help="log file (default: the configured one)")
+    sub.add_argument("--public-key", help="Ed25519 public key PEM (default: the configured one)")
+    command(audit, "checkpoint", cmd_audit_checkpoint, "sign a checkpoint of the log now")
+
+    provenance = commands.add_parser("provenance", help="C2PA provenance").add_subparsers(dest="sub", required=True)
+    sub = command(provenance, "sign", cmd_provenance_sign, "sign a generated image (in place unless --out)")
+    sub.add_argument("image")
+    sub.add_argument("--out")
+    sub.add_argument("--subject", required=True)
+    sub.add_argument("--consent-record", required=True)
+    sub.add_argument("--generator", required=True)
+    sub.add_argument("--model-version", required=True)
+    sub = command(provenance, "verify", cmd_provenance_verify,
+                  "per image: trusted, untrusted, tampered or no-manifest; exit 1 unless all trusted")
+    sub.add_argument("images", nargs="+")
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--trust-anchor", action="append", help="PEM file (default: the configured anchors)")
+
+    sub = command(commands, "audit-dir", cmd_audit_dir,
+                  "compliance audit of a folder of images; exit 1 on any failure")
+    sub.add_argument("directory")
+    sub.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write the report as JSON (to stdout without PATH)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConsentRefused as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 1
+    except EXPECTED_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
