@@ -167,6 +167,7 @@ def cmd_vault_backup(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
+    _actor(args, Permission.VERIFY)
     if args.log and args.public_key:
         log = AuditLog(args.log, public_key=load_public_key(args.public_key))
     else:
@@ -193,6 +194,7 @@ def cmd_provenance_sign(args) -> int:
 
 
 def cmd_provenance_verify(args) -> int:
+    _actor(args, Permission.VERIFY)
     anchors = args.trust_anchor or _gov(args).config.trust_anchors
     results = ProvenanceVerifier(anchors).verify_many(args.images)
     if args.json:
@@ -204,6 +206,7 @@ def cmd_provenance_verify(args) -> int:
 
 
 def cmd_audit_dir(args) -> int:
+    _actor(args, Permission.VERIFY)
     report = _gov(args).audit_dir(args.directory)
     if args.json == "-":
         print(json.dumps(report.to_dict(), indent=2))

@@ -117,11 +117,11 @@ def test_any_single_byte_edit_is_detected(tmp_path_factory, data):
 
 
 def test_cli_names_the_first_bad_entry(log, keys, capsys):
-    assert main(["audit", "verify", "--log", str(log.path), "--public-key", str(keys[1])]) == 0
+    assert main(["--role", "auditor", "audit", "verify", "--log", str(log.path), "--public-key", str(keys[1])]) == 0
     content = bytearray(log.path.read_bytes())
     content[len(lines(log.path)[0]) + 30] ^= 0x01  # one byte inside entry 2
     log.path.write_bytes(bytes(content))
-    assert main(["audit", "verify", "--log", str(log.path), "--public-key", str(keys[1])]) == 1
+    assert main(["--role", "auditor", "audit", "verify", "--log", str(log.path), "--public-key", str(keys[1])]) == 1
     assert "entry 2:" in capsys.readouterr().out
 
 
@@ -131,6 +131,7 @@ def _append_many(path: str, key_path: str, writer: int, count: int) -> None:
         log.append(actor=f"writer-{writer}", action="test.append", object=str(i))
 
 
+@pytest.mark.slow
 def test_concurrent_processes_lose_and_tear_nothing(tmp_path, keys):
     path = tmp_path / "audit.jsonl"
     context = multiprocessing.get_context("spawn")
