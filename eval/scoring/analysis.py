@@ -1,0 +1,151 @@
+"""Face analysis of every image a run needs, through the result cache.
+
+Per image (by content hash) the cache holds two kinds of record:
+- the main face's geometry, pose, expression and aligned crop, keyed by the detector / pose /
+  expression models (with their weight hashes) and `FACES_VERSION`;
+- one embedding per recognizer, keyed by that recognizer's models and `EMBED_VERSION`.
+An image missing everything goes through the analyzer in one batch; an image missing only some
+recognizers' embeddings has just those computed from its cached face, so changing one recognizer
+recomputes only its column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eval.cache import ResultCache, sha256_file
+from eval.faces import Face, FaceAnalyzer, ImageAnalysis, load_image
+from eval.models import ModelNotFound, file_sha256, model_path
+
+FACES_VERSION = "faces-v1"
+EMBED_VERSION = "embed-v1"
+OPTIONAL_RECOGNIZERS = ("arcface",)
+
+
+def default_recognizers() -> list[str]:
+    """SFace and dlib, and ArcFace when the user has supplied its weights."""
+    found = ["sface", "dlib"]
+    for name in OPTIONAL_RECOGNIZERS:
+        try:
+            model_path(name)
+            found.append(name)
+        except ModelNotFound:
+            pass
+    return found
+
+
+@dataclass
+class ImageRecord:
+    """What scoring needs of one image: readability, face count and the main face."""
+
+    path: Path
+    sha256: str | None = None
+    error: str | None = None  # why the image could not be read, or holds no usable face
+    readable: bool = False
+    n_faces: int = 0
+    bbox: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    score: float | None = None
+    aligned: np.ndarray | None = None
+    yaw: float | None = None
+    pitch: float | None = None
+    roll: float | None = None
+    expression: str | None = None
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def has_face(self) -> bool:
+        return self.n_faces > 0
+
+
+def fingerprint(model_ids: list[str]) -> str:
+    """Model ids with the first 16 hex digits of their weight files' sha256."""
+    return "+".join(f"{model}:{file_sha256(model_path(model))[:16]}" for model in model_ids)
+
+
+def _face_record(result: ImageAnalysis) -> dict:
+    record: dict = {"error": result.error, "readable": result.width > 0, "n_faces": len(result.faces)}
+    face = result.main_face
+    if face is not None:
+        record.update(bbox=np.asarray(face.bbox, dtype=np.float64), landmarks=np.asarray(face.landmarks),
+                      score=float(face.score), aligned=np.asarray(face.aligned, dtype=np.uint8))
+        if face.pose is not None:
+            record.update(yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll)
+        if face.expression is not None:
+            record["expression"] = face.expression.label
+    return record
+
+
+class CachedFaceAnalysis:
+    def __init__(self, analyzer: FaceAnalyzer, cache: ResultCache):
+        self.analyzer = analyzer
+        self.cache = cache
+        non_recognizer = [m for m in analyzer.model_ids
+                          if not any(m in r.model_ids for r in analyzer.recognizers.values())]
+        self.faces_namespace = f"{FACES_VERSION}/{fingerprint(non_recognizer)}/min{analyzer.min_face_size}"
+        self.embed_namespaces = {
+            name: f"{EMBED_VERSION}/{fingerprint(recognizer.model_ids)}"
+            for name, recognizer in analyzer.recognizers.items()
+        }
+
+    @property
+    def recognizers(self) -> list[str]:
+        return list(self.analyzer.recognizers)
+
+    def analyze(self, paths: list[Path], progress: bool = False) -> dict[Path, ImageRecord]:
+        records = {path: ImageRecord(path=path) for path in dict.fromkeys(paths)}
+        for record in records.values():
+            try:
+                record.sha256 = sha256_file(record.path)
+            except OSError as error:
+                record.error = f"cannot read {record.path}: {error.strerror or error}"
+        hashed = [r for r in records.values() if r.sha256]
+        hashes = [r.sha256 for r in hashed]
+        faces = self.cache.get_many(self.faces_namespace, hashes)
+        embeddings = {name: self.cache.get_many(ns, hashes) for name, ns in self.embed_namespaces.items()}
+
+        fresh = list({r.sha256: r for r in hashed if r.sha256 not in faces}.values())
+        if fresh:
+            results = self.analyzer.analyze([r.path for r in fresh], progress=progress)
+            new_faces, new_embeddings = {}, {name: {} for name in self.embed_namespaces}
+            for record, result in zip(fresh, results):
+                new_faces[record.sha256] = _face_record(result)
+                if result.main_face is not None:
+                    for name, vector in result.main_face.embeddings.items():
+                        new_embeddings[name][record.sha256] = {"vector": np.asarray(vector, dtype=np.float32)}
+            self.cache.put_many(self.faces_namespace, new_faces)
+            faces.update(new_faces)
+            for name, found in new_embeddings.items():
+                self.cache.put_many(self.embed_namespaces[name], found)
+                embeddings[name].update(found)
+
+        for name in self.embed_namespaces:
+            missing = list({r.sha256: r for r in hashed
+                            if faces[r.sha256]["n_faces"] and r.sha256 not in embeddings[name]}.values())
+            if missing:
+                found = self._embed_cached_faces(name, missing, faces)
+                self.cache.put_many(self.embed_namespaces[name], found)
+                embeddings[name].update(found)
+
+        for record in hashed:
+            face = faces[record.sha256]
+            for key in ("error", "readable", "n_faces", "bbox", "landmarks", "score", "aligned",
+                        "yaw", "pitch", "roll", "expression"):
+                if key in face:
+                    setattr(record, key, face[key])
+            if record.has_face:
+                record.embeddings = {name: embeddings[name][record.sha256]["vector"] for name in embeddings}
+        return records
+
+    def _embed_cached_faces(self, name: str, records: list[ImageRecord], faces: dict[str, dict]) -> dict[str, dict]:
+        recognizer = self.analyzer.recognizers[name]
+        inputs = []
+        for record in records:
+            face = faces[record.sha256]
+            main = Face(bbox=tuple(face["bbox"]), score=face["score"], landmarks=face["landmarks"],
+                        aligned=face["aligned"])
+            inputs.append(recognizer.prepare(load_image(record.path), main))
+        vectors = recognizer.embed(inputs)
+        return {record.sha256: {"vector": np.asarray(vector, dtype=np.float32)} for record, vector in zip(records, vectors)}

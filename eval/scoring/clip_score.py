@@ -1,0 +1,107 @@
+"""CLIP-T and CLIP-I with a transformers `CLIPModel` loaded from local files only.
+
+- CLIP-T (prompt fidelity): cosine between the CLIP embeddings of the generated image and of its
+  prompt, as written in the manifest (a trigger word stays in). Papers often print it x100.
+- CLIP-I (DreamBooth's definition): cosine between the CLIP embeddings of the whole generated image
+  and of the whole reference image, averaged over the references.
+
+The model comes from `source`, else $IDAVATAR_CLIP, else the HF cache entry of
+``openai/clip-vit-large-patch14``; nothing is downloaded. When absent, `MetricUnavailable` says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from eval.cache import ResultCache, sha256_bytes
+from eval.scoring import MetricUnavailable
+
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+CLIP_VERSION = "clip-v1"
+BATCH = 16
+
+
+def _model_dir(source: str) -> Path:
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source, local_files_only=True))
+
+
+def _fingerprint(folder: Path) -> str:
+    """Names, sizes and modification times of the model's files: cheap, and changes with the weights."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _features(output) -> np.ndarray:
+    tensor = output if hasattr(output, "detach") else output.pooler_output  # transformers <5 returns a tensor
+    return tensor.detach().float().numpy()
+
+
+class ClipScorer:
+    def __init__(self, source: str | os.PathLike | None = None):
+        self.source = str(source or os.environ.get("IDAVATAR_CLIP") or DEFAULT_CLIP)
+        try:
+            folder = _model_dir(self.source)
+            from transformers import CLIPModel, CLIPProcessor
+
+            self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
+            self.processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise MetricUnavailable(
+                f"CLIP model '{self.source}' not available offline ({type(error).__name__}); provide a local "
+                f"transformers CLIP directory with --clip DIR or IDAVATAR_CLIP=DIR, or put {DEFAULT_CLIP} in the HF cache"
+            ) from None
+        self.namespace = f"{CLIP_VERSION}/{self.source}:{_fingerprint(folder)}"
+
+    def _image_batch(self, paths: list[Path]) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        images = []
+        for path in paths:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        with torch.inference_mode():
+            return _features(self.model.get_image_features(**self.processor(images=images, return_tensors="pt")))
+
+    def _text_batch(self, prompts: list[str]) -> np.ndarray:
+        import torch
+
+        inputs = self.processor(text=prompts, return_tensors="pt", padding=True, truncation=True)
+        with torch.inference_mode():
+            return _features(self.model.get_text_features(**inputs))
+
+    def _embed(self, keys: list[str], items: list, embed_batch, cache: ResultCache) -> dict[str, np.ndarray]:
+        namespace = f"{self.namespace}/{embed_batch.__name__}"
+        found = {key: record["vector"] for key, record in cache.get_many(namespace, keys).items()}
+        todo = list({key: item for key, item in zip(keys, items) if key not in found}.items())
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start : start + BATCH]
+            vectors = embed_batch([item for _, item in chunk])
+            fresh = {key: {"vector": vector.astype(np.float32)} for (key, _), vector in zip(chunk, vectors)}
+            cache.put_many(namespace, fresh)
+            found.update({key: record["vector"] for key, record in fresh.items()})
+        return found
+
+    def image_embeddings(self, images: dict[str, Path], cache: ResultCache) -> dict[str, np.ndarray]:
+        """{content sha256: embedding} for {content sha256: path}."""
+        return self._embed(list(images), list(images.values()), self._image_batch, cache)
+
+    def text_embeddings(self, prompts: list[str], cache: ResultCache) -> dict[str, np.ndarray]:
+        """{prompt: embedding}."""
+        unique = list(dict.fromkeys(prompts))
+        by_hash = self._embed([sha256_bytes(p.encode()) for p in unique], unique, self._text_batch, cache)
+        return {prompt: by_hash[sha256_bytes(prompt.encode())] for prompt in unique}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))

@@ -1,0 +1,76 @@
+"""Face Div (PhotoMaker): mean pairwise LPIPS (AlexNet, v0.1) between the face crops of one
+subject x prompt set. Higher means more varied faces. The crops are the face core's aligned 112x112
+faces, so framing does not count as diversity.
+
+LPIPS's own linear layers ship inside the `lpips` package. Its AlexNet backbone is torchvision's
+ImageNet file, read from $TORCH_HOME/hub/checkpoints only when present (never downloaded, never
+random): otherwise `MetricUnavailable` names the exact file to provide.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from eval.cache import ResultCache, sha256_bytes
+from eval.models import REGISTER, file_sha256
+from eval.scoring import MetricUnavailable
+
+LPIPS_VERSION = "lpips-alex-0.1-v1"
+BATCH = 64
+
+
+def alexnet_weights_path() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / REGISTER["lpips_alex"].filename
+
+
+class FaceLpips:
+    def __init__(self):
+        weights = alexnet_weights_path()
+        if not weights.is_file():
+            raise MetricUnavailable(
+                f"LPIPS backbone {weights.name} not found at {weights} (torchvision AlexNet ImageNet weights, "
+                f"{REGISTER['lpips_alex'].license}); copy the file there or point TORCH_HOME at a folder holding hub/checkpoints/{weights.name}"
+            )
+        import lpips
+        import torch
+        import torchvision
+
+        backbone = torchvision.models.alexnet()
+        backbone.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+        # lpips keeps AlexNet's feature layers in five slices named by their index in `features`
+        for part in (self.model.net.slice1, self.model.net.slice2, self.model.net.slice3,
+                     self.model.net.slice4, self.model.net.slice5):
+            for index, module in part.named_children():
+                module.load_state_dict(backbone.features[int(index)].state_dict())
+        self.namespace = f"{LPIPS_VERSION}/{file_sha256(weights)[:16]}"
+
+    def _distances(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        import torch
+
+        def tensor(crops):
+            return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+        with torch.inference_mode():
+            return self.model(tensor([a for a, _ in pairs]), tensor([b for _, b in pairs])).flatten().numpy()
+
+    def mean_pairwise(self, crops: list[np.ndarray], cache: ResultCache) -> float | None:
+        """Mean LPIPS over all pairs of `crops` (uint8 HxWx3); None for fewer than two."""
+        if len(crops) < 2:
+            return None
+        hashes = [sha256_bytes(np.ascontiguousarray(crop).tobytes()) for crop in crops]
+        index_pairs = list(itertools.combinations(range(len(crops)), 2))
+        keys = ["+".join(sorted((hashes[i], hashes[j]))) for i, j in index_pairs]
+        pairs = {key: (crops[i], crops[j]) for key, (i, j) in zip(keys, index_pairs)}
+        found = {key: float(record["lpips"]) for key, record in cache.get_many(self.namespace, list(pairs)).items()}
+        todo = [key for key in pairs if key not in found]
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start : start + BATCH]
+            values = self._distances([pairs[key] for key in batch])
+            cache.put_many(self.namespace, {key: {"lpips": float(v)} for key, v in zip(batch, values)})
+            found.update(zip(batch, map(float, values)))
+        return float(np.mean([found[key] for key in keys]))
