@@ -15,7 +15,7 @@ def build_report(run=None, *, out=None, baseline=None, system=None, gates_file=N
                  governance=None, demo_dir=None, progress=True) -> Path:
     """Load (and score if needed) the run, judge its gates, write the HTML report; return its path."""
     from eval.report.comparison import compare_runs
-    from eval.report.gates import evaluate_gates, load_gate_spec
+    from eval.report.gates import load_gate_spec
     from eval.report.render import render_report, write_report
     from eval.report.run import load_run
 
@@ -26,5 +26,5 @@ def build_report(run=None, *, out=None, baseline=None, system=None, gates_file=N
     if baseline is not None:
         other = load_run(baseline, prefer=review.candidate, with_governance=False, progress=progress)
         comparison = compare_runs(review, other)
-    html = render_report(review, spec, evaluate_gates(spec, review, comparison), comparison)
+    html = render_report(review, spec, comparison)
     return write_report(html, out or REPORTS_DIR / f"{review.name}.html")

@@ -120,7 +120,7 @@ def _metric(summary: dict, system: str, key: str) -> tuple[dict | None, str]:
 def _bound_gate(gate: str, title: str, stats: dict | None, reason: str, threshold: float,
                 minimum: bool, judge: str, detail: str = "") -> GateResult:
     if stats is None:
-        return GateResult(gate, title, "unavailable", threshold=threshold, detail=f"unavailable: {reason}")
+        return GateResult(gate, title, "unavailable", threshold=threshold, detail=f"{reason}")
     mean = stats["mean"]
     has_ci = stats.get("ci_low") is not None and stats.get("ci_high") is not None
     ci = (stats["ci_low"], stats["ci_high"]) if has_ci else None
@@ -151,7 +151,7 @@ def identity_gates(spec: GateSpec, summary: dict, system: str) -> list[GateResul
             source = "threshold from the calibration"
         if threshold is None:
             results.append(GateResult(key, title, "unavailable",
-                                      detail=f"unavailable: no calibrated threshold for {recognizer} "
+                                      detail=f"no calibrated threshold for {recognizer} "
                                              "and none set in gates.toml"))
             continue
         caveat = (f"{recognizer} was used to train {system}: not an independent judge"
@@ -188,7 +188,7 @@ def regression_gates(spec: GateSpec, summary: dict, deltas: dict[str, MetricDelt
         return []
     if deltas is None:
         return [GateResult("regression", "no regression vs a baseline run", "unavailable",
-                           detail="unavailable: no baseline run given (--baseline)")]
+                           detail="no baseline run given (--baseline)")]
     results = []
     for key in _expand_regression_metrics(spec.regression, summary):
         margin = spec.regression.margin_for(key)
@@ -199,7 +199,7 @@ def regression_gates(spec: GateSpec, summary: dict, deltas: dict[str, MetricDelt
         if delta is None or delta.unavailable:
             reason = delta.unavailable if delta is not None else f"{key} not comparable"
             results.append(GateResult(gate, title, "unavailable", threshold=margin,
-                                      detail=f"unavailable: {reason}"))
+                                      detail=f"{reason}"))
             continue
         # Signed so that negative means worse, whatever the metric's direction.
         sign = -1.0 if key in LOWER_IS_BETTER else 1.0
@@ -223,16 +223,16 @@ def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | N
         title = "every output has trusted C2PA provenance"
         if not checks.configured:
             results.append(GateResult("governance_provenance", title, "unavailable", threshold=1.0,
-                                      detail=f"unavailable: governance not configured ({checks.reason})"))
+                                      detail=f"governance not configured ({checks.reason})"))
         elif not checks.provenance:
             results.append(GateResult("governance_provenance", title, "unavailable", threshold=1.0,
-                                      detail="unavailable: no output image to verify"))
+                                      detail="no output image to verify"))
         else:
             share, n = checks.trusted_share, len(checks.provenance)
             if stand_in:
                 results.append(GateResult("governance_provenance", title, "unavailable", measured=share,
                                           threshold=1.0, n=n,
-                                          detail=f"unavailable: {stand_in}; real photographs carry no "
+                                          detail=f"{stand_in}; real photographs carry no "
                                                  "C2PA manifest of a generator"))
             else:
                 untrusted = [p for p in checks.provenance if p.status != "trusted"]
@@ -248,7 +248,7 @@ def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | N
         gate = "governance_consent"
         if not checks.configured:
             results.append(GateResult(gate, title, "unavailable", threshold=1.0,
-                                      detail=f"unavailable: governance not configured ({checks.reason})"))
+                                      detail=f"governance not configured ({checks.reason})"))
         else:
             decisions = {s: per.get(purpose) for s, per in checks.consent.items()}
             refused = sorted(s for s, d in decisions.items() if d is None or not d.allowed)
@@ -258,11 +258,11 @@ def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | N
                 for s in refused)
             if not decisions:
                 results.append(GateResult(gate, title, "unavailable", threshold=1.0,
-                                          detail="unavailable: the run names no subject"))
+                                          detail="the run names no subject"))
             elif stand_in:
                 results.append(GateResult(gate, title, "unavailable", measured=share, threshold=1.0,
                                           n=len(decisions),
-                                          detail=f"unavailable: {stand_in}, so no avatar was generated"
+                                          detail=f"{stand_in}, so no avatar was generated"
                                                  + (f"; {purpose} is REFUSED for {reasons}" if refused else "")))
             else:
                 results.append(GateResult(gate, title, "fail" if refused else "pass", measured=share,
@@ -272,7 +272,7 @@ def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | N
         title = "the audit log verifies"
         if not checks.configured:
             results.append(GateResult("governance_audit_log", title, "unavailable",
-                                      detail=f"unavailable: governance not configured ({checks.reason})"))
+                                      detail=f"governance not configured ({checks.reason})"))
         else:
             audit = checks.audit
             detail = f"{audit.entries} entries" + ("" if audit.ok else

@@ -108,7 +108,7 @@ def load_context(config: str | Path | None):
     if config is None:
         config = os.environ.get("GOVERNANCE_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     if config is None:
-        return None, "no governance configuration (--governance, $GOVERNANCE_CONFIG or ./governance.toml)"
+        return None, "none given (--governance, $GOVERNANCE_CONFIG or ./governance.toml)"
     try:
         from governance import GovernanceContext
     except ImportError as exc:

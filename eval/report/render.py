@@ -12,7 +12,7 @@ from eval.models import REGISTER
 from eval.report import plots, sections
 from eval.report.calibration import calibration_view
 from eval.report.comparison import Comparison
-from eval.report.gates import GateResult, GateSpec
+from eval.report.gates import GateSpec, evaluate_gates
 from eval.report.metrics import METHODS
 from eval.report.run import ReviewRun
 
@@ -47,8 +47,9 @@ def _scatter(run: ReviewRun, spec: GateSpec) -> str | None:
     return plots.identity_diversity_scatter(run.summary, primary, panels, threshold, spec.min)
 
 
-def render_report(run: ReviewRun, spec: GateSpec, gates: list[GateResult],
-                  comparison: Comparison | None = None) -> str:
+def render_report(run: ReviewRun, spec: GateSpec, comparison: Comparison | None = None) -> str:
+    """The report's HTML: the gate verdicts for the run's candidate, then every section."""
+    gates = evaluate_gates(spec, run, comparison)
     calibration = calibration_view(run)
     verdicts = [gate.verdict for gate in gates]
     context = {

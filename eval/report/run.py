@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -161,20 +162,27 @@ def load_demo_run(demo_dir: str | Path, *, system: str | None = None, prefer: st
                   with_governance: bool = True, progress: bool = True) -> ReviewRun:
     """Build (or reuse) and score the built-in demo: the bundled photos as 'ideal', 'copy-paste' and
     'impostor' systems, calibrated on the bundled identities, with the demo consent registry."""
+    demo = _scored_demo(Path(demo_dir).resolve(), progress)
+    return replace(demo, candidate=choose_candidate(demo.summary, system, "demo", prefer),
+                   governance=demo.governance if with_governance else None)
+
+
+@lru_cache(maxsize=4)
+def _scored_demo(demo_dir: Path, progress: bool) -> ReviewRun:
+    # Memoised: the demo is deterministic, and the report, the gates and their tests share one
+    # process-wide copy instead of scoring it again.
     from eval.calibrate import calibrate_folder
     from eval.demo.build import build_demo_run, build_identity_folders
     from eval.score import score_manifest
 
-    demo_dir = Path(demo_dir)
     calibration_path = demo_dir / "calibration.json"
     if not calibration_path.is_file():
         calibrate_folder(build_identity_folders(demo_dir / "identities"), out_path=calibration_path)
     manifest = build_demo_run(demo_dir / "run")
     result = score_manifest(manifest, thresholds=calibration_path, progress=progress)
-    scores, summary = result.scores, result.summary
-    checks = demo_governance(demo_dir / "governance", scores, manifest.parent) if with_governance else None
-    return ReviewRun(name="demo", scores_dir=result.out_dir, manifest_dir=manifest.parent, summary=summary,
-                     scores=scores, candidate=choose_candidate(summary, system, "demo", prefer),
+    checks = demo_governance(demo_dir / "governance", result.scores, manifest.parent)
+    return ReviewRun(name="demo", scores_dir=result.out_dir, manifest_dir=manifest.parent,
+                     summary=result.summary, scores=result.scores, candidate=DEMO_CANDIDATE,
                      calibration=json.loads(calibration_path.read_text()),
                      calibration_source=str(calibration_path), governance=checks, stand_in=DEMO_STAND_IN)
 

@@ -1,6 +1,10 @@
-"""A scores folder that follows docs/contracts.md, made from the bundled photos with chosen scores.
+"""Shared runs for the report tests: a synthetic run whose values the tests chose, and the demo.
 
-The report and the gates read only the contract, so a run whose true values the test chose is the
+The demo is built and scored once per process (eval.report.run memoises it), in the same place
+`make demo` uses, so the report tests and `pytest benchmarks/` share it and the harness's cache.
+
+The synthetic run follows docs/contracts.md, made from the bundled photos with chosen scores: the
+report and the gates read only the contract, so a run whose true values the test chose is the
 sharpest check of what they show. Real photos, real crops, real bootstrap intervals."""
 from __future__ import annotations
 
@@ -11,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
+from eval.report.gates import load_gate_spec
+from eval.report.run import load_run
 from eval.stats import bootstrap_ci
 
 PHOTOS = sorted((Path(__file__).resolve().parents[2] / "eval" / "demo" / "faces").glob("*.jpg"))
@@ -110,3 +117,34 @@ def write_synthetic_run(folder: Path, systems: dict[str, dict], n_per_system: in
     (folder / "manifest.jsonl").write_text("")
     (scores_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return scores_dir
+
+
+CANDIDATE = {"id_sim": 0.62, "expr_changed": 0.7, "yaw": 14.0, "copy_paste": 0.0,
+             "failures": ["no_face", "error", "multi_face"]}
+BASELINE = {"id_sim": 0.45, "expr_changed": 0.4, "yaw": 9.0, "copy_paste": 0.0}
+
+
+@pytest.fixture(scope="session")
+def gate_spec():
+    return load_gate_spec()
+
+
+@pytest.fixture(scope="session")
+def make_synthetic_run():
+    return write_synthetic_run
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    return write_synthetic_run(tmp_path_factory.mktemp("synthetic"), {"candidate": CANDIDATE, "baseline": BASELINE},
+                               n_per_system=12)
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(synthetic_dir):
+    return load_run(synthetic_dir, system="candidate", progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_run():
+    return load_run(None, progress=False)

@@ -1,0 +1,57 @@
+"""Options and the run under judgement for `pytest benchmarks/`.
+
+    pytest benchmarks/ [--run MANIFEST_OR_SCORES] [--baseline OTHER] [--system NAME] [--gates FILE]
+                       [--calibration FILE] [--governance CONFIG] [--junitxml gates.xml]
+
+Without --run the gates judge the built-in demo, whose 'ideal' system is the candidate. The run is
+loaded once, at collection, because the set of gates (one test each) depends on it: its recognizers,
+and whether a baseline was given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eval.report.comparison import compare_runs
+from eval.report.gates import DEFAULT_GATES_FILE, GateResult, GatesFileError, evaluate_gates, load_gate_spec
+from eval.report.run import RunError, load_run
+
+_RESULTS = pytest.StashKey[list[GateResult]]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gates", "acceptance gates (benchmarks/test_gates.py)")
+    group.addoption("--run", type=Path, default=None,
+                    help="run manifest (JSONL) or scores folder to judge; default: the built-in demo")
+    group.addoption("--baseline", type=Path, default=None, help="run to compare with (regression gates)")
+    group.addoption("--system", default=None,
+                    help="candidate system (default: the run's only system, or 'ideal' in the demo)")
+    group.addoption("--gates", type=Path, default=DEFAULT_GATES_FILE, help="gates file (default: benchmarks/gates.toml)")
+    group.addoption("--calibration", type=Path, default=None, help="calibration JSON for the thresholds")
+    group.addoption("--governance", type=Path, default=None,
+                    help="governance config (default: $GOVERNANCE_CONFIG, else ./governance.toml)")
+
+
+def gate_results(config: pytest.Config) -> list[GateResult]:
+    if _RESULTS not in config.stash:
+        option = config.getoption
+        try:
+            spec = load_gate_spec(option("--gates"))
+            run = load_run(option("--run"), system=option("--system"), calibration=option("--calibration"),
+                           governance=option("--governance"), progress=False)
+            comparison = None
+            if option("--baseline") is not None:
+                baseline = load_run(option("--baseline"), prefer=run.candidate, with_governance=False,
+                                    progress=False)
+                comparison = compare_runs(run, baseline)
+        except (RunError, GatesFileError) as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        config.stash[_RESULTS] = evaluate_gates(spec, run, comparison)
+    return config.stash[_RESULTS]
+
+
+def pytest_generate_tests(metafunc):
+    if "gate" in metafunc.fixturenames:
+        results = gate_results(metafunc.config)
+        metafunc.parametrize("gate", results, ids=[result.gate for result in results])
