@@ -99,8 +99,8 @@ class IDAdapterPipeline:
         with identity_token_injected(self.pipe.text_encoder, self.token_id, conditioning.token):
             prompt_embeds, negative_embeds = self.pipe.encode_prompt(
                 identity_prompt(prompt, class_noun, self.adapter.config.identity_token), self.device,
-                num_images_per_prompt, guided, negative_prompt,
-            )
+                1, guided, negative_prompt,
+            )  # one copy: the Stable Diffusion call repeats the embeddings per image
         # the unconditional half of a guided batch sees E_r too: the identity is not a guidance direction
         objs = conditioning.visual.repeat(num_images_per_prompt * (2 if guided else 1), 1, 1)
         return self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,

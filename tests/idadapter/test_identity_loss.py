@@ -1,0 +1,80 @@
+"""The differentiable identity path: torch SFace, torch alignment, and the identity loss, on real photos."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eval.faces import FaceAnalyzer, align_face, load_image
+from eval.faces.recognizers import cosine
+from idadapter.identity_loss import align_faces, identity_loss
+from idadapter.torch_recognizer import _dequantize
+
+
+def as_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture(scope="module")
+def analyzed(faces_dir):
+    analyzer = FaceAnalyzer(recognizers=("sface",), with_pose=False, with_expression=False)
+    names = ["obama_flag.jpg", "obama_oval.jpg", "biden.jpg", "ardern_2018.jpg"]
+    return dict(zip(names, analyzer.analyze([faces_dir / n for n in names])))
+
+
+def test_torch_sface_matches_onnxruntime_on_real_aligned_faces(face_identity, analyzed):
+    for name, analysis in analyzed.items():
+        face = analysis.main_face
+        torch_embedding = face_identity.recognizer(as_tensor(face.aligned))[0].detach().numpy()
+        assert cosine(torch_embedding, face.embeddings["sface"]) > 0.99, name
+
+
+def test_torch_alignment_matches_the_face_cores_warp(face_identity, faces_dir):
+    rgb = load_image(faces_dir / "ardern_2022.jpg")
+    (landmarks,) = face_identity.landmarks(as_tensor(rgb))
+    warped = align_faces(as_tensor(rgb), [landmarks])[0].permute(1, 2, 0).numpy() * 255
+    reference = align_face(rgb, landmarks).astype(np.float32)
+    assert np.abs(warped - reference).mean() < 1.0  # grey levels, of 255
+
+
+@pytest.mark.slow
+def test_identity_loss_is_low_for_the_same_person_and_its_gradient_reaches_the_image(face_identity, faces_dir):
+    obama_reference = face_identity.mean_identity(as_tensor(load_image(faces_dir / "obama_oval.jpg")))
+    same = as_tensor(load_image(faces_dir / "obama_flag.jpg")).requires_grad_(True)
+    other = as_tensor(load_image(faces_dir / "sunak.jpg"))
+    same_loss, used = identity_loss(face_identity, same, obama_reference[None])
+    other_loss, _ = identity_loss(face_identity, other, obama_reference[None])
+    assert used.tolist() == [True]
+    assert same_loss.item() < 1 - 0.363 < other_loss.item()  # SFace's same-person cosine threshold
+    same_loss.backward()
+    assert same.grad.abs().sum() > 0
+
+
+def test_images_without_a_face_add_nothing_to_the_loss(face_identity):
+    blank = torch.full((2, 3, 96, 96), 0.5, requires_grad=True)
+    loss, used = identity_loss(face_identity, blank, torch.randn(2, 128))
+    assert loss.item() == 0 and not used.any()
+    loss.backward()
+    assert blank.grad.abs().sum() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 40), st.integers(0, 3))
+def test_block_dequantization_matches_onnx_reference(blocks, rows, block_size, seed):
+    rng = np.random.default_rng(seed)
+    length = blocks * block_size - rng.integers(0, block_size)  # last block may be short
+    quantized = rng.integers(-128, 127, size=(length, rows), dtype=np.int8)
+    scales = rng.uniform(0.01, 1, size=(blocks, rows)).astype(np.float32)
+    zero_points = rng.integers(-5, 5, size=(blocks, rows), dtype=np.int8)
+    node = onnx.helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"], axis=0, block_size=block_size)
+    from onnx.reference import ReferenceEvaluator
+
+    graph = onnx.helper.make_graph([node], "g", [
+        onnx.helper.make_tensor_value_info("x", onnx.TensorProto.INT8, quantized.shape),
+        onnx.helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, scales.shape),
+        onnx.helper.make_tensor_value_info("z", onnx.TensorProto.INT8, zero_points.shape),
+    ], [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
+    expected = ReferenceEvaluator(model).run(None, {"x": quantized, "s": scales, "z": zero_points})[0]
+    np.testing.assert_allclose(_dequantize(quantized, scales, zero_points, 0, block_size), expected, rtol=1e-6)
