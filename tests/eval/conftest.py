@@ -1,0 +1,66 @@
+"""Session fixtures for the harness tests: one real analyzer, and the demo run scored once."""
+from collections import Counter
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+
+from eval.demo.build import build_demo_run
+from eval.faces import FaceAnalyzer
+from eval.score import score_manifest
+
+
+def count_model_calls(analyzer: FaceAnalyzer) -> FaceAnalyzer:
+    """Wrap the real analyzer so tests can count images sent to each model: `analyzer.calls`."""
+    analyzer.calls = Counter()
+    analyze = analyzer.analyze
+
+    def counted_analyze(images, progress=False):
+        images = list(images)
+        analyzer.calls["analyze"] += len(images)
+        return analyze(images, progress=progress)
+
+    analyzer.analyze = counted_analyze
+    for name, recognizer in analyzer.recognizers.items():
+        def counted_embed(inputs, _embed=recognizer.embed, _name=name):
+            analyzer.calls[f"embed:{_name}"] += len(inputs)
+            return _embed(inputs)
+
+        recognizer.embed = counted_embed
+    return analyzer
+
+
+@pytest.fixture(scope="session")
+def eval_analyzer() -> FaceAnalyzer:
+    return count_model_calls(FaceAnalyzer(recognizers=("sface", "dlib")))
+
+
+@pytest.fixture(scope="session")
+def no_optional_weights(tmp_path_factory):
+    """No LPIPS backbone and no CLIP model reachable, whatever this machine holds."""
+    empty = tmp_path_factory.mktemp("no-weights")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(empty / "torch"))
+        patch.delenv("IDAVATAR_CLIP", raising=False)
+        patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(empty / "hf"))
+        yield empty
+
+
+@pytest.fixture(scope="session")
+def score_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache") / "scores-cache.sqlite"
+
+
+@pytest.fixture(scope="session")
+def demo_manifest(tmp_path_factory) -> Path:
+    return build_demo_run(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def demo_scores(demo_manifest, eval_analyzer, score_cache, no_optional_weights):
+    """The demo run scored once, cold, into a session cache; `cold_calls` records the model calls."""
+    before = Counter(eval_analyzer.calls)
+    result = score_manifest(demo_manifest, demo_manifest.parent / "scores", analyzer=eval_analyzer,
+                            cache=score_cache, progress=False)
+    result.cold_calls = Counter(eval_analyzer.calls) - before
+    return result
