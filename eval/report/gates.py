@@ -278,7 +278,7 @@ def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | N
             detail = f"{audit.entries} entries" + ("" if audit.ok else
                                                    f"; first bad entry {audit.first_bad}: {audit.reason}")
             results.append(GateResult("governance_audit_log", title, "pass" if audit.ok else "fail",
-                                      n=audit.entries, detail=detail))
+                                      detail=detail))
     return results
 
 

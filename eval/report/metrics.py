@@ -32,26 +32,28 @@ def headline_metrics(summary: dict) -> list[str]:
     return identity + others + extra
 
 
-# The methods section: what each metric measures and the published protocol it follows.
+# The methods section: what each metric measures (as eval/ computes it) and the published protocol it follows.
 METHODS = [
-    ("ID-Sim", "Mean similarity between the main face of each output and the subject's reference face(s), "
-     "one column per recognizer (cosine for SFace/ArcFace; 1 - d/1.2 for dlib's L2 distance, so its "
-     "0.6 distance threshold maps to 0.5). Judged by several recognizers, and flagged where the generator "
-     "was trained with one, because a recognizer used in training is not an independent judge.",
-     "IDAdapter (Cui et al., 2024) ID-Sim; PuLID (Guo et al., 2024) evaluates with several recognizers"),
-    ("Face detection rate / multi-face rate", "Share of outputs with at least one detected face; share "
-     "with more than one (scored on the largest face).", "PhotoMaker (Li et al., 2024) face detection rate"),
-    ("Expr-Div", "Diversity of facial expression across a system's outputs for a subject, from a 7-class "
-     "FER classifier (share of outputs whose expression differs from the reference's).",
+    ("ID-Sim", "Similarity between the main (largest) face of each output and the subject's reference, per "
+     "recognizer: cosine for SFace/ArcFace, 1 - d/1.2 from dlib's L2 distance d (its 0.6 distance threshold "
+     "maps to 0.5). Several references are averaged. Each recognizer's same-person threshold comes from the "
+     "calibration. A recognizer used to train the generator is flagged: it is not an independent judge.",
+     "IDAdapter (Cui et al., 2024) ID-Sim; PuLID (Guo et al., 2024) judges with several recognizers"),
+    ("Face detection rate / multi-face rate", "Share of readable outputs with a detected face; share with "
+     "more than one (those are scored on the largest face and counted here).",
+     "PhotoMaker (Li et al., 2024) face detection rate"),
+    ("Expr-Div", "Share of outputs whose expression (7-class FER classifier) differs from the reference's.",
      "IDAdapter (Cui et al., 2024)"),
-    ("Pose-Div", "Mean absolute difference of head yaw / pitch (degrees) between each output and its "
-     "reference.", "IDAdapter (Cui et al., 2024)"),
-    ("Face Div", "Mean LPIPS distance between the aligned face crops of a subject's outputs.",
-     "PhotoMaker (Li et al., 2024); IDAdapter (Cui et al., 2024)"),
-    ("CLIP-T / CLIP-I", "CLIP ViT-L/14 cosine similarity of the output to its prompt (T) and to the "
+    ("Pose-Div (yaw, pitch)", "Mean absolute difference of head yaw / pitch, in degrees, between each output "
+     "and its reference.", "IDAdapter (Cui et al., 2024)"),
+    ("Face Div", "Mean pairwise LPIPS distance between the aligned face crops within each subject x prompt "
+     "set of a system.", "PhotoMaker (Li et al., 2024); IDAdapter (Cui et al., 2024)"),
+    ("CLIP-T / CLIP-I", "CLIP ViT-L/14 cosine similarity of each output to its prompt (T) and to the "
      "reference image (I).", "PhotoMaker (Li et al., 2024); IDAdapter (Cui et al., 2024)"),
-    ("Copy-paste rate", "Share of outputs that are near-copies of a reference: identity above the "
-     "copy-paste similarity and pose and expression unchanged.", "PuLID (Guo et al., 2024) copy-paste analysis"),
-    ("95% CI", "Bootstrap percentile interval over subjects (the unit that varies), from the harness.",
-     "-"),
+    ("Copy-paste rate", "Share of outputs that are near-copies of the reference: ID-Sim at the top of the scale "
+     "on every recognizer (run's copy_paste_rule) and head pose within a few degrees of the reference's.",
+     "PuLID (Guo et al., 2024) and IDAdapter (Cui et al., 2024): identity bought by copying the reference"),
+    ("95% CI", "Percentile bootstrap of the mean over the images (over subject x prompt sets for Face Div), "
+     "fixed seed. Baseline comparisons pair the same subject, prompt and seed; significant when the CI of "
+     "the difference excludes 0.", "eval/stats.py"),
 ]

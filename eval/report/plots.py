@@ -33,10 +33,10 @@ def _stats(summary: dict, system: str, key: str) -> dict | None:
 
 
 def identity_diversity_scatter(summary: dict, recognizer: str, diversity_metrics: Sequence[str],
-                               id_threshold: float | None, diversity_minimums: dict[str, float]) -> str:
+                               copy_similarity: float | None, diversity_minimums: dict[str, float]) -> str:
     """One panel per diversity metric: each system's mean ID-Sim against its diversity, with 95% CIs.
 
-    The copy-paste region - recognisable (ID-Sim above the threshold) yet below the diversity
+    The copy-paste region - ID-Sim at copy level (`copy_similarity`) yet below the gates' diversity
     minimum - is shaded where both bounds are known."""
     id_key = f"id_sim_{recognizer}"
     systems = list(summary["systems"])
@@ -66,12 +66,12 @@ def identity_diversity_scatter(summary: dict, recognizer: str, diversity_metrics
             axis.set_yticks([])
             continue
         minimum = diversity_minimums.get(key)
-        if minimum is not None and id_threshold is not None:
+        if minimum is not None and copy_similarity is not None:
             x_low, _ = axis.get_xlim()
             _, y_high = axis.get_ylim()
-            axis.fill_between([min(x_low, 0), minimum], id_threshold, max(y_high, 1.0),
+            axis.fill_between([min(x_low, 0), minimum], copy_similarity, max(y_high, 1.0),
                               color=COPY_PASTE_FILL, alpha=0.6, zorder=0, label="copy-paste region")
-            axis.axhline(id_threshold, color="#5c5f66", linestyle="--", linewidth=1)
+            axis.axhline(copy_similarity, color="#5c5f66", linestyle="--", linewidth=1)
             axis.axvline(minimum, color="#5c5f66", linestyle=":", linewidth=1)
         axis.legend(loc="best")
         axis.grid(alpha=0.3)
@@ -88,7 +88,7 @@ def roc_curves(curves: dict[str, dict]) -> str:
     for index, (recognizer, curve) in enumerate(curves.items()):
         colour = COLOURS[index % len(COLOURS)]
         label = recognizer + (f" (AUC {curve['auc']:.3f})" if curve.get("auc") is not None else "")
-        axis.plot(curve["fpr"], curve["tpr"], color=colour, linewidth=2.5, label=label)
+        axis.plot(curve["fpr"], curve["tpr"], drawstyle="steps-post", color=colour, linewidth=2.5, label=label)
         if curve.get("threshold_fpr") is not None:
             axis.plot(curve["threshold_fpr"], curve["threshold_tpr"], "o", color=colour, markersize=11,
                       markeredgecolor="black")

@@ -43,8 +43,11 @@ def _scatter(run: ReviewRun, spec: GateSpec) -> str | None:
     if not recognizers or not panels:
         return None
     primary = recognizers[0]
-    threshold = run.summary.get("thresholds", {}).get(primary)
-    return plots.identity_diversity_scatter(run.summary, primary, panels, threshold, spec.min)
+    # The copy-paste region starts where the harness calls a face a copy; without that rule, at the
+    # same-person threshold.
+    copy_similarity = run.summary.get("copy_paste_rule", {}).get("min_similarity", {}).get(primary)
+    id_floor = copy_similarity if copy_similarity is not None else run.summary.get("thresholds", {}).get(primary)
+    return plots.identity_diversity_scatter(run.summary, primary, panels, id_floor, spec.min)
 
 
 def render_report(run: ReviewRun, spec: GateSpec, comparison: Comparison | None = None) -> str:
@@ -84,4 +87,4 @@ def write_report(html: str, out: str | Path) -> Path:
                                      delete=False) as handle:
         handle.write(html)
     os.replace(handle.name, out)
-    return out
+    return out.resolve()
