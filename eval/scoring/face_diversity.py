@@ -9,6 +9,7 @@ random): otherwise `MetricUnavailable` names the exact file to provide.
 from __future__ import annotations
 
 import itertools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,9 @@ class FaceLpips:
 
         backbone = torchvision.models.alexnet()
         backbone.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        self.model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+        with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=False`
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
         # lpips keeps AlexNet's feature layers in five slices named by their index in `features`
         for part in (self.model.net.slice1, self.model.net.slice2, self.model.net.slice3,
                      self.model.net.slice4, self.model.net.slice5):

@@ -1,0 +1,115 @@
+"""LPIPS Face Div and CLIP-T/CLIP-I: unavailable without their weights (naming what to provide), and the
+real loading and scoring code exercised with stand-in weights. Only mechanics are asserted: numbers
+from stand-in weights are never reported."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from eval.cache import ResultCache
+from eval.score import score_manifest
+from eval.scoring import MetricUnavailable
+from eval.scoring.clip_score import ClipScorer
+from eval.scoring.face_diversity import FaceLpips, alexnet_weights_path
+
+
+@pytest.fixture
+def torch_home_with_alexnet(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = alexnet_weights_path()
+    weights.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), weights)
+    return weights
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A CLIP of a few thousand parameters with a byte-level tokenizer, built offline."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    chars = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]  # GPT-2's byte alphabet
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_lpips_without_backbone_names_the_exact_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MetricUnavailable) as error:
+        FaceLpips()
+    assert str(tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in str(error.value)
+
+
+def test_lpips_loads_the_backbone_from_torch_home_and_caches_pairs(torch_home_with_alexnet, monkeypatch):
+    metric = FaceLpips()
+    saved = torch.load(torch_home_with_alexnet, weights_only=True)
+    assert torch.equal(metric.model.net.slice1[0].weight, saved["features.0.weight"])
+    assert torch.equal(dict(metric.model.net.slice5.named_children())["10"].weight, saved["features.10.weight"])
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(3)]
+    cache = ResultCache(None)
+    assert metric.mean_pairwise([crops[0], crops[0].copy()], cache) == pytest.approx(0.0, abs=1e-6)
+    assert metric.mean_pairwise(crops[:1], cache) is None
+    distances = []
+    monkeypatch.setattr(metric, "_distances", lambda pairs, real=metric._distances: distances.append(len(pairs)) or real(pairs))
+    first = metric.mean_pairwise(crops, cache)
+    assert first > 0 and distances == [3]
+    assert metric.mean_pairwise(crops[::-1], cache) == pytest.approx(first) and distances == [3]
+
+
+def test_clip_absent_is_unavailable_with_what_to_provide(tmp_path):
+    with pytest.raises(MetricUnavailable, match="--clip DIR or IDAVATAR_CLIP"):
+        ClipScorer(tmp_path / "not-a-model")
+
+
+def test_clip_scores_image_text_and_image_image(tiny_clip, faces_dir):
+    scorer = ClipScorer(tiny_clip)
+    cache = ResultCache(None)
+    images = {"a": faces_dir / "sunak.jpg", "b": faces_dir / "biden.jpg"}
+    vectors = scorer.image_embeddings(images, cache)
+    assert vectors["a"].shape == (16,) and not np.allclose(vectors["a"], vectors["b"])
+    texts = scorer.text_embeddings(["a photo of a person", "a painting", "a photo of a person"], cache)
+    assert list(texts) == ["a photo of a person", "a painting"]
+    assert not np.allclose(texts["a photo of a person"], texts["a painting"])
+    assert cache.count("clip-v1/") == 4
+
+
+@pytest.mark.slow
+def test_scoring_fills_clip_and_face_div_when_the_models_are_there(demo_manifest, eval_analyzer, score_cache,
+                                                                 tiny_clip, torch_home_with_alexnet, tmp_path):
+    result = score_manifest(demo_manifest, tmp_path / "scores", analyzer=eval_analyzer, cache=score_cache,
+                            clip_model=str(tiny_clip), progress=False)
+    scores = result.scores
+    assert scores["clip_t"].notna().all() and scores["clip_i"].notna().all()
+    # an image identical to its reference would give CLIP-I 1; the colour-jittered copy is close to it
+    jitter = scores[scores["image"].str.endswith("colour-jitter.png")]
+    assert (jitter["clip_i"] > 0.9).all()
+    systems = result.summary["systems"]
+    assert systems["copy-paste"]["metrics"]["face_div_lpips"]["n"] == 3  # one set per subject
+    assert systems["ideal"]["metrics"]["face_div_lpips"]["n"] == 1  # only obama has 2+ ideal images
+    assert "face_div_lpips" not in systems["ideal"]["unavailable"]
+    assert {m["id"] for m in result.summary["models"]} >= {"clip", "lpips_alex"}
+    json.dumps(result.summary, allow_nan=False)
