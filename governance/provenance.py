@@ -60,7 +60,9 @@ class ImageSigner:
     """Signs generated images. No timestamp authority (offline); thumbnail off by default (~60 ms, 2x size)."""
 
     def __init__(self, identity: SigningIdentity, *, thumbnail: bool = False):
-        self._signer_info = c2pa.C2paSignerInfo(identity.algorithm, identity.cert_chain, identity.private_key, None)
+        # One signer serves every image (building it parses the key and chain each time).
+        self._signer = c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(identity.algorithm, identity.cert_chain, identity.private_key, None))
         self._context = c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": thumbnail}}}))
 
     def sign(self, source: str | Path, dest: str | Path | None = None, *, generator: str, model_version: str,
@@ -80,13 +82,14 @@ class ImageSigner:
                     "consent_record_id": consent_record_id, "signed_at": signed_at.isoformat()}},
             ],
         }
-        signed = io.BytesIO()
-        with c2pa.Builder(manifest, context=self._context) as builder, \
-                c2pa.Signer.from_info(self._signer_info) as signer:
-            builder.sign(signer, mime_type(source), io.BytesIO(source.read_bytes()), signed)
         temporary = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-        temporary.write_bytes(signed.getvalue())
-        os.replace(temporary, dest)
+        try:
+            with open(source, "rb") as unsigned, open(temporary, "w+b") as signed, \
+                    c2pa.Builder(manifest, context=self._context) as builder:
+                builder.sign(self._signer, mime_type(source), unsigned, signed)
+            os.replace(temporary, dest)
+        finally:
+            temporary.unlink(missing_ok=True)
         return dest
 
 
