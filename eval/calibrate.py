@@ -59,7 +59,7 @@ def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_far: float
     else:
         threshold = float((upper + lower) / 2)
     return {
-        "threshold": round(threshold, 6),
+        "threshold": threshold,
         "target_far": target_far,
         "far": float(np.mean(impostor >= threshold)),
         "frr": float(np.mean(genuine < threshold)),
