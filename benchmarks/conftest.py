@@ -1,6 +1,7 @@
 """Options and the run under judgement for `pytest benchmarks/`.
 
-    pytest benchmarks/ [--run MANIFEST_OR_SCORES] [--baseline OTHER] [--system NAME] [--gates FILE]
+    pytest benchmarks/ [--run MANIFEST_OR_SCORES] [--system NAME] [--gates FILE]
+                       [--baseline OTHER] [--baseline-system NAME]
                        [--calibration FILE] [--governance CONFIG] [--junitxml gates.xml]
 
 Without --run the gates judge the built-in demo, whose 'ideal' system is the candidate. The run is
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.report.comparison import compare_runs
-from eval.report.gates import DEFAULT_GATES_FILE, GateResult, GatesFileError, evaluate_gates, load_gate_spec
-from eval.report.run import RunError, load_run
+from eval.report.gates import DEFAULT_GATES_FILE, GateResult, GatesFileError
+from eval.report.review import prepare_review
+from eval.report.run import RunError
 
 _RESULTS = pytest.StashKey[list[GateResult]]()
 
@@ -27,6 +28,8 @@ def pytest_addoption(parser):
     group.addoption("--baseline", type=Path, default=None, help="run to compare with (regression gates)")
     group.addoption("--system", default=None,
                     help="candidate system (default: the run's only system, or 'ideal' in the demo)")
+    group.addoption("--baseline-system", default=None,
+                    help="the baseline's system (default: the candidate's name, or the baseline's only one)")
     group.addoption("--gates", type=Path, default=DEFAULT_GATES_FILE, help="gates file (default: benchmarks/gates.toml)")
     group.addoption("--calibration", type=Path, default=None, help="calibration JSON for the thresholds")
     group.addoption("--governance", type=Path, default=None,
@@ -37,17 +40,13 @@ def gate_results(config: pytest.Config) -> list[GateResult]:
     if _RESULTS not in config.stash:
         option = config.getoption
         try:
-            spec = load_gate_spec(option("--gates"))
-            run = load_run(option("--run"), system=option("--system"), calibration=option("--calibration"),
-                           governance=option("--governance"), progress=False)
-            comparison = None
-            if option("--baseline") is not None:
-                baseline = load_run(option("--baseline"), prefer=run.candidate, with_governance=False,
+            review = prepare_review(option("--run"), system=option("--system"), baseline=option("--baseline"),
+                                    baseline_system=option("--baseline-system"), gates_file=option("--gates"),
+                                    calibration=option("--calibration"), governance=option("--governance"),
                                     progress=False)
-                comparison = compare_runs(run, baseline)
         except (RunError, GatesFileError) as exc:
             raise pytest.UsageError(str(exc)) from exc
-        config.stash[_RESULTS] = evaluate_gates(spec, run, comparison)
+        config.stash[_RESULTS] = review.gates()
     return config.stash[_RESULTS]
 
 

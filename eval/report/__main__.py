@@ -19,6 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="HTML file to write (default: reports/<run name>.html)")
     parser.add_argument("--baseline", type=Path, help="another run to compare with")
     parser.add_argument("--system", help="the candidate system (default: the only one, or 'ideal' in the demo)")
+    parser.add_argument("--baseline-system", help="the baseline's system (default: the candidate's name, or its only one)")
     parser.add_argument("--gates", type=Path, default=DEFAULT_GATES_FILE, help="gates file (default: %(default)s)")
     parser.add_argument("--calibration", type=Path, help="calibration JSON (eval.calibrate) for thresholds and ROC")
     parser.add_argument("--governance", type=Path,
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         out = build_report(args.run, out=args.out, baseline=args.baseline, system=args.system,
+                           baseline_system=args.baseline_system,
                            gates_file=args.gates, calibration=args.calibration, governance=args.governance)
     except (RunError, GatesFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)

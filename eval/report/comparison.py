@@ -63,8 +63,13 @@ def deltas_from_table(table: pd.DataFrame) -> dict[str, MetricDelta]:
 def compare_runs(candidate, baseline) -> Comparison:
     """Compare two `ReviewRun`s' candidate systems, paired by the harness (eval.compare)."""
     from eval.compare import compare_scores
+    from eval.report.run import RunError
 
-    table = compare_scores(baseline.scores, candidate.scores, system_a=baseline.candidate,
-                           system_b=candidate.candidate)
+    try:
+        table = compare_scores(baseline.scores, candidate.scores, system_a=baseline.candidate,
+                               system_b=candidate.candidate)
+    except ValueError as exc:
+        raise RunError(f"cannot compare {candidate.name}:{candidate.candidate} with baseline "
+                       f"{baseline.name}:{baseline.candidate}: {exc}") from exc
     return Comparison(f"{candidate.name}:{candidate.candidate}", f"{baseline.name}:{baseline.candidate}",
                       deltas_from_table(table))
