@@ -37,6 +37,13 @@ def _time(text: str) -> dt.datetime:
     return value
 
 
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # containers without a passwd entry
+        return "unknown"
+
+
 def _gov(args) -> GovernanceContext:
     return GovernanceContext.load(args.config)
 
@@ -167,12 +174,13 @@ def cmd_vault_backup(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
+    """Without --log, the configured log; --log alone takes the configured key, --public-key needs no config."""
     _actor(args, Permission.VERIFY)
-    if args.log and args.public_key:
-        log = AuditLog(args.log, public_key=load_public_key(args.public_key))
+    if args.log is None:
+        log = _gov(args).audit_log
     else:
-        gov = _gov(args)
-        log = AuditLog(args.log or gov.config.audit_log, public_key=load_public_key(gov.config.audit_public_key))
+        key = args.public_key or _gov(args).config.audit_public_key
+        log = AuditLog(args.log, public_key=load_public_key(key))
     result = log.verify()
     print(result)
     return 0 if result.ok else 1
@@ -220,9 +228,12 @@ def cmd_audit_dir(args) -> int:
 # -- parser ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m governance", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m governance",
+        description="Consent records, encrypted photo vault, tamper-evident audit log, C2PA provenance.",
+        epilog="Exit status: 0 success, 1 a check failed, 2 an error.")
     parser.add_argument("--config", help=f"governance.toml (default ${CONFIG_ENV}, else ./governance.toml)")
-    parser.add_argument("--actor", default=os.environ.get("GOVERNANCE_ACTOR") or getpass.getuser(),
+    parser.add_argument("--actor", default=os.environ.get("GOVERNANCE_ACTOR") or _login(),
                         help="who acts (recorded in the audit log; default $GOVERNANCE_ACTOR or the login)")
     parser.add_argument("--role", default=os.environ.get("GOVERNANCE_ROLE", "operator"),
                         choices=[r.value for r in Role], help="default $GOVERNANCE_ROLE or operator")

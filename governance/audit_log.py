@@ -194,9 +194,9 @@ class AuditLog:
         size = os.fstat(fd).st_size
         if size == 0:
             return 0, GENESIS
-        last_line_start = self._last_line_start(fd, size)
         if os.pread(fd, 1, size - 1) != b"\n":
             return -1, ""
+        last_line_start = self._last_line_start(fd, size)
         line = os.pread(fd, size - 1 - last_line_start, last_line_start)
         try:
             return json.loads(line)["seq"], line_hash(line)

@@ -6,6 +6,7 @@ A ``governance.toml`` names the files; relative paths are relative to the TOML f
     vault = "vault"
     master_key = "keys/master.key"          # or leave out and set GOVERNANCE_MASTER_KEY (base64)
     audit_log = "audit/audit.jsonl"
+    audit_checkpoints = "audit/audit.jsonl.checkpoints"   # optional; default beside the log
     audit_key = "keys/audit-ed25519.pem"    # private: needed to append; leave out on read-only hosts
     audit_public_key = "keys/audit-ed25519.pub.pem"
     signing_cert = "pki/signer.pem"
@@ -47,6 +48,7 @@ class GovernanceConfig(BaseModel):
     vault: Path
     master_key: Path | None = None
     audit_log: Path
+    audit_checkpoints: Path | None = None
     audit_key: Path | None = None
     audit_public_key: Path
     signing_cert: Path | None = None
@@ -123,7 +125,7 @@ class GovernanceContext:
     @cached_property
     def audit_log(self) -> AuditLog:
         key = load_private_key(self.config.audit_key) if self.config.audit_key else None
-        return AuditLog(self.config.audit_log, signing_key=key,
+        return AuditLog(self.config.audit_log, signing_key=key, checkpoint_dir=self.config.audit_checkpoints,
                         public_key=load_public_key(self.config.audit_public_key))
 
     def master_key(self) -> LocalMasterKey:

@@ -34,3 +34,8 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path):
     assert re.search(r"audit log intact: \d+ entries", transcript)
     assert "audit log NOT intact: entry 1:" in transcript
     assert "exit status 1: tampering detected, as expected" in transcript
+
+
+def test_documented_permission_table_is_the_enforced_one():
+    from governance.roles import permission_table
+    assert permission_table() in (REPO / "docs" / "governance.md").read_text()
