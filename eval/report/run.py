@@ -110,6 +110,14 @@ def read_scores_dir(scores_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     return scores, summary
 
 
+def _calibration_used_in_scoring(summary: dict) -> Path | None:
+    """The calibration file the harness took its thresholds from, when it is still there."""
+    source = summary.get("threshold_source")
+    if source and source.endswith(".json") and Path(source).is_file():
+        return Path(source)
+    return None
+
+
 def _load_calibration(path: Path | None) -> tuple[dict | None, str]:
     if path is None:
         return None, "no calibration file given (--calibration)"
@@ -145,6 +153,8 @@ def load_run(source: str | Path | None = None, *, system: str | None = None, pre
         raise RunError(f"{source}: no such manifest or scores folder")
     scores, summary = read_scores_dir(scores_dir)
     manifest_dir = _manifest_dir(scores_dir, summary)
+    if calibration is None:
+        calibration = _calibration_used_in_scoring(summary)
     calibration_data, calibration_source = _load_calibration(Path(calibration) if calibration else None)
     checks = None
     if with_governance:

@@ -53,6 +53,7 @@ def demo_report(tmp_path_factory, demo_run) -> tuple[Path, str]:
     return folder / "reports" / "demo.html", printed.getvalue()
 
 
+@pytest.mark.slow
 def test_make_demo_writes_reports_demo_html_and_prints_its_path(demo_report):
     path, printed = demo_report
     assert path.is_file() and path.read_text().startswith("<!DOCTYPE html>")

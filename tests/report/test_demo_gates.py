@@ -14,6 +14,7 @@ import pytest
 from eval.report.gates import evaluate_gates
 from eval.report.run import DEMO_STAND_IN
 
+pytestmark = pytest.mark.slow  # builds and scores the demo (about 10 s the first time in a process)
 REPO = Path(__file__).resolve().parents[2]
 
 
