@@ -56,14 +56,21 @@ def _key_context(subject: str) -> bytes:
     return rfc8785.dumps({"purpose": "governance-vault data key", "subject": subject})
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write via a synced temporary file; without ``overwrite``, FileExistsError if ``path`` exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 class PhotoVault:
@@ -94,24 +101,27 @@ class PhotoVault:
 
     def _data_key(self, subject: str, *, create: bool) -> bytes:
         path = self._key_path(subject)
+        if create and not path.exists():
+            try:
+                self._store_data_key(subject, AESGCM.generate_key(bit_length=256), self.master_key, overwrite=False)
+            except FileExistsError:
+                pass  # a concurrent put created it first: use that one
         if not path.exists():
-            if not create:
-                tombstone = self._tombstone_path(subject)
-                if tombstone.exists():
-                    shredded = json.loads(tombstone.read_text())
-                    raise KeyShredded(f"subject {subject!r}: data key crypto-shredded at {shredded['time']} "
-                                      f"by {shredded['actor']}; their photos are unreadable")
-                raise VaultError(f"subject {subject!r}: no photos in the vault {self.root}")
-            data_key = AESGCM.generate_key(bit_length=256)
-            self._store_data_key(subject, data_key)
-            return data_key
+            tombstone = self._tombstone_path(subject)
+            if tombstone.exists():
+                shredded = json.loads(tombstone.read_text())
+                raise KeyShredded(f"subject {subject!r}: data key crypto-shredded at {shredded['time']} "
+                                  f"by {shredded['actor']}; their photos are unreadable")
+            raise VaultError(f"subject {subject!r}: no photos in the vault {self.root}")
         stored = json.loads(path.read_text())
         return self.master_key.unwrap(bytes.fromhex(stored["wrapped_key"]), _key_context(subject))
 
-    def _store_data_key(self, subject: str, data_key: bytes) -> None:
-        wrapped = self.master_key.wrap(data_key, _key_context(subject))
+    def _store_data_key(self, subject: str, data_key: bytes, master_key: MasterKeyProvider, *,
+                        overwrite: bool = True) -> None:
+        wrapped = master_key.wrap(data_key, _key_context(subject))
         _write_atomically(self._key_path(subject), json.dumps(
-            {"subject": subject, "master_key_id": self.master_key.key_id, "wrapped_key": wrapped.hex()}).encode())
+            {"subject": subject, "master_key_id": master_key.key_id, "wrapped_key": wrapped.hex()}).encode(),
+            overwrite=overwrite)
 
     # -- the gate ---------------------------------------------------------------------------------
 
@@ -211,9 +221,7 @@ class PhotoVault:
                 continue
             subject = stored["subject"]
             data_key = self.master_key.unwrap(bytes.fromhex(stored["wrapped_key"]), _key_context(subject))
-            wrapped = new_master_key.wrap(data_key, _key_context(subject))
-            _write_atomically(path, json.dumps(
-                {"subject": subject, "master_key_id": new_master_key.key_id, "wrapped_key": wrapped.hex()}).encode())
+            self._store_data_key(subject, data_key, new_master_key)
             rewrapped += 1
         self._log(actor, "vault.rotate", None, new_master_key.key_id, "ok",
                   {"from": self.master_key.key_id, "to": new_master_key.key_id, "rewrapped": rewrapped})

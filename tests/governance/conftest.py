@@ -1,4 +1,3 @@
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -6,8 +5,6 @@ import pytest
 from PIL import Image
 
 from governance import Actor, GovernanceContext, Purpose, new_record
-
-UTC = dt.timezone.utc
 
 
 @pytest.fixture

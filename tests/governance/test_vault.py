@@ -124,3 +124,13 @@ def test_permission_table_and_refusals_name_role_and_permission(gov, consented):
         gov.vault.withdraw("alice", actor=Actor("rita", "reviewer"))
     with pytest.raises(ValueError):
         Actor("mallory", "superuser")
+
+
+def test_concurrent_first_puts_share_one_data_key(gov, consented, operator):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: gov.vault.put("alice", PHOTO + bytes([i]), purpose="evaluation",
+                                                    actor=operator), range(8)))
+    assert [gov.vault.read("alice", file_id, purpose="evaluation", actor=operator) for file_id in ids] == [
+        PHOTO + bytes([i]) for i in range(8)]
+    assert gov.verify_audit_log().ok
