@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -60,8 +61,9 @@ def identity_diversity_scatter(summary: dict, recognizer: str, diversity_metrics
             plotted += 1
         if plotted == 0:
             reasons = {summary["systems"][s].get("unavailable", {}).get(key) for s in systems} - {None}
-            axis.text(0.5, 0.5, "unavailable\n" + "\n".join(sorted(reasons))[:200], ha="center",
-                      va="center", wrap=True, transform=axis.transAxes, color="#5c5f66")
+            text = textwrap.fill("; ".join(sorted(reasons)), width=48, max_lines=6, placeholder=" ...")
+            axis.text(0.5, 0.5, "unavailable\n" + text, ha="center", va="center", fontsize=11,
+                      transform=axis.transAxes, color="#5c5f66")
             axis.set_xticks([])
             axis.set_yticks([])
             continue

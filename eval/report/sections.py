@@ -113,8 +113,7 @@ def _tile_scores(row: pd.Series, thresholds: dict[str, float], recognizers: list
     if isinstance(row.get("expr_label"), str):
         reference = row.get("ref_expr_label")
         text = f"{reference}→{row['expr_label']}" if isinstance(reference, str) else row["expr_label"]
-        changed = row.get("expr_changed")
-        scores.append(("expr", text, None if pd.isna(changed) else bool(changed)))
+        scores.append(("expr", text, None))  # a kept expression is not a fault in itself
     for key, label in (("d_yaw", "Δyaw"), ("d_pitch", "Δpitch")):
         value = _number(row.get(key))
         if value is not None:
