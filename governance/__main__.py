@@ -80,14 +80,12 @@ def cmd_demo_init(args) -> int:
 
 def cmd_consent_give(args) -> int:
     gov = _gov(args)
-    actor = _actor(args, Permission.RECORD)
-    record = gov.registry.add(new_record(
+    actor = Actor(args.actor, args.role)
+    record = gov.record_consent(new_record(
         args.subject, [Purpose(p) for p in args.purpose], controller=gov.config.controller,
         jurisdiction=args.jurisdiction or gov.config.jurisdiction, actor=actor.name, given_at=args.valid_from,
         valid_until=args.valid_until, retention=dt.timedelta(days=args.retention_days),
-        lawful_basis=LawfulBasis(args.lawful_basis)))
-    gov.audit_log.append(actor=actor.name, role=actor.role.value, action="consent.record", subject=args.subject,
-                         object=record.record_id, details={"purposes": args.purpose})
+        lawful_basis=LawfulBasis(args.lawful_basis)), actor=actor)
     gov.audit_log.checkpoint()
     print(record.record_id)
     return 0

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
 from governance.compliance import ComplianceReport, audit_dir
-from governance.consent import Purpose
+from governance.consent import ConsentRecord, Purpose
 from governance.keys import MASTER_KEY_ENV, LocalMasterKey
 from governance.pki import init_test_pki
 from governance.provenance import ImageSigner, ProvenanceResult, ProvenanceVerifier, SigningIdentity, file_digest
@@ -148,6 +148,15 @@ class GovernanceContext:
         return ProvenanceVerifier(self.config.trust_anchors)
 
     # -- the calls other parts make ---------------------------------------------------------------
+
+    def record_consent(self, record: ConsentRecord, *, actor: Actor) -> ConsentRecord:
+        """Store a consent record (permission ``record``) and log it."""
+        actor.require(Permission.RECORD)
+        self.registry.add(record)
+        self.audit_log.append(actor=actor.name, role=actor.role.value, action="consent.record",
+                              subject=record.subject, object=record.record_id,
+                              details={"purposes": [p.value for p in record.purposes]})
+        return record
 
     def authorize(self, subject: str, purpose: Purpose | str, *, actor: Actor) -> str:
         """The consent gate with an audit entry; returns the consent record id or raises ConsentRefused."""

@@ -11,6 +11,7 @@ from typing import Iterable
 
 from governance.consent import DataCategory, LawfulBasis, Purpose, new_record
 from governance.context import CONFIG_NAME, GovernanceContext
+from governance.roles import Actor, Role
 
 DEMO_PURPOSES = [Purpose.EVALUATION, Purpose.CALIBRATION]
 DEMO_ACTOR = "governance.demo"
@@ -23,13 +24,11 @@ def create_demo_governance(folder: str | Path, subjects: Iterable[str]) -> Gover
     config = folder / CONFIG_NAME
     gov = GovernanceContext.load(config) if config.exists() else GovernanceContext.init(
         folder, controller="idavatar demo (evaluation only)", jurisdiction="EU")
+    admin = Actor(DEMO_ACTOR, Role.ADMIN)
     for subject in subjects:
-        if gov.registry.records_for(subject):
-            continue
-        record = gov.registry.add(new_record(
-            subject, DEMO_PURPOSES, controller=gov.config.controller, jurisdiction=gov.config.jurisdiction,
-            actor=DEMO_ACTOR, lawful_basis=LawfulBasis.LEGITIMATE_INTEREST,
-            pii_categories=[DataCategory.FACIAL, DataCategory.PICTURE]))
-        gov.audit_log.append(actor=DEMO_ACTOR, role="admin", action="consent.record", subject=subject,
-                             object=record.record_id, details={"purposes": [p.value for p in DEMO_PURPOSES]})
+        if not gov.registry.records_for(subject):
+            gov.record_consent(new_record(
+                subject, DEMO_PURPOSES, controller=gov.config.controller, jurisdiction=gov.config.jurisdiction,
+                actor=DEMO_ACTOR, lawful_basis=LawfulBasis.LEGITIMATE_INTEREST,
+                pii_categories=[DataCategory.FACIAL, DataCategory.PICTURE]), actor=admin)
     return gov

@@ -120,3 +120,25 @@ def test_expired_event_and_refusal_priority(tmp_path):
     with pytest.raises(ValidationError, match="no event may follow"):
         registry.add_event(old.record_id, ConsentEvent(event_type=EventType.WITHDRAWN,
                                                        event_time=T0 + dt.timedelta(days=3), actor="olga"))
+
+
+def test_cli_consent_commands(gov, capsys):
+    from governance.__main__ import main
+    config = ["--config", str(gov.config.audit_log.parents[1] / "governance.toml")]
+    assert main([*config, "consent", "give", "--subject", "dora", "--purpose", "evaluation",
+                 "--valid-until", "2999-01-01T00:00:00+00:00"]) == 0
+    record_id = capsys.readouterr().out.strip()
+    assert record_id.startswith("urn:uuid:")
+    assert main([*config, "consent", "check", "--subject", "dora", "--purpose", "evaluation"]) == 0
+    assert main([*config, "consent", "check", "--subject", "dora", "--purpose", "training"]) == 1
+    assert "refused: purpose not granted" in capsys.readouterr().out
+    assert main([*config, "consent", "status", "--subject", "dora", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluation"] == {"allowed": True, "reason": "allowed",
+                                                                 "record_id": record_id}
+    assert main([*config, "consent", "show", record_id]) == 0
+    assert ConsentRecord.model_validate_json(capsys.readouterr().out).record_id == record_id
+    assert main([*config, "--role", "auditor", "consent", "give", "--subject", "eve", "--purpose", "training"]) == 2
+    assert "role 'auditor' lacks permission 'record'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*config, "consent", "check", "--subject", "dora", "--purpose", "evaluation", "--at", "2026-01-01T00:00"])
+    assert "give a timezone" in capsys.readouterr().err

@@ -122,6 +122,10 @@ def test_permission_table_and_refusals_name_role_and_permission(gov, consented):
     assert (refused["action"], refused["outcome"], refused["actor"]) == ("vault.put", "refused", "aude")
     with pytest.raises(PermissionDenied, match="role 'reviewer' lacks permission 'withdraw'"):
         gov.vault.withdraw("alice", actor=Actor("rita", "reviewer"))
+    with pytest.raises(PermissionDenied, match="role 'auditor' lacks permission 'record'"):
+        gov.record_consent(new_record("eve", [Purpose.TRAINING], controller="C", jurisdiction="EU", actor="aude"),
+                           actor=auditor)
+    assert gov.registry.records_for("eve") == []
     with pytest.raises(ValueError):
         Actor("mallory", "superuser")
 
