@@ -3,13 +3,12 @@
 The namespace names what produced the record — the model ids with their weight-file hashes and the
 metric version — so changing a model or a metric's code invalidates exactly its own records. The
 content hash is the sha256 of the input's bytes, so a renamed or copied image is still a hit and an
-edited one is a miss. Records are dicts of numpy arrays and JSON values, stored as an ``.npz`` blob
-(never pickled: a cache file must not be able to run code).
+edited one is a miss. Records are dicts of numpy arrays and JSON values, stored as a JSON header
+followed by the arrays' raw bytes (never pickled: a cache file must not be able to run code).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -19,7 +18,7 @@ import numpy as np
 import platformdirs
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE IF NOT EXISTS records_v2 (
     namespace TEXT NOT NULL,
     content TEXT NOT NULL,
     value BLOB NOT NULL,
@@ -47,17 +46,25 @@ def sha256_file(path: str | Path) -> str:
 
 
 def encode(record: dict) -> bytes:
-    arrays = {key: value for key, value in record.items() if isinstance(value, np.ndarray)}
-    rest = {key: value for key, value in record.items() if not isinstance(value, np.ndarray)}
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{JSON_FIELD: np.frombuffer(json.dumps(rest).encode(), dtype=np.uint8)})
-    return buffer.getvalue()
+    arrays = {key: np.ascontiguousarray(value) for key, value in record.items() if isinstance(value, np.ndarray)}
+    if any(array.dtype.hasobject for array in arrays.values()):
+        raise ValueError("object arrays cannot be cached")
+    header = json.dumps({
+        "json": {key: value for key, value in record.items() if key not in arrays},
+        "arrays": [[key, array.dtype.str, list(array.shape)] for key, array in arrays.items()],
+    }).encode()
+    return len(header).to_bytes(4, "little") + header + b"".join(array.tobytes() for array in arrays.values())
 
 
 def decode(blob: bytes) -> dict:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        record = {key: data[key] for key in data.files if key != JSON_FIELD}
-        record.update(json.loads(data[JSON_FIELD].tobytes().decode()))
+    """The record; its arrays are read-only views of `blob`."""
+    length = int.from_bytes(blob[:4], "little")
+    header = json.loads(blob[4 : 4 + length])
+    record, offset = dict(header["json"]), 4 + length
+    for key, dtype, shape in header["arrays"]:
+        count = int(np.prod(shape, dtype=np.int64))
+        record[key] = np.frombuffer(blob, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape)
+        offset += count * np.dtype(dtype).itemsize
     return record
 
 
@@ -76,7 +83,7 @@ class ResultCache:
 
     def get(self, namespace: str, content: str) -> dict | None:
         row = self._db.execute(
-            "SELECT value FROM records WHERE namespace = ? AND content = ?", (namespace, content)
+            "SELECT value FROM records_v2 WHERE namespace = ? AND content = ?", (namespace, content)
         ).fetchone()
         return None if row is None else decode(row[0])
 
@@ -86,7 +93,7 @@ class ResultCache:
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             rows = self._db.execute(
-                f"SELECT content, value FROM records WHERE namespace = ? AND content IN ({','.join('?' * len(chunk))})",
+                f"SELECT content, value FROM records_v2 WHERE namespace = ? AND content IN ({','.join('?' * len(chunk))})",
                 (namespace, *chunk),
             ).fetchall()
             found.update({content: decode(value) for content, value in rows})
@@ -95,7 +102,7 @@ class ResultCache:
     def put_many(self, namespace: str, records: dict[str, dict]) -> None:
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO records (namespace, content, value) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO records_v2 (namespace, content, value) VALUES (?, ?, ?)",
                 [(namespace, content, encode(record)) for content, record in records.items()],
             )
 
@@ -104,7 +111,7 @@ class ResultCache:
 
     def count(self, namespace_prefix: str = "") -> int:
         return self._db.execute(
-            "SELECT COUNT(*) FROM records WHERE namespace LIKE ? || '%'", (namespace_prefix,)
+            "SELECT COUNT(*) FROM records_v2 WHERE namespace LIKE ? || '%'", (namespace_prefix,)
         ).fetchone()[0]
 
     def close(self) -> None:

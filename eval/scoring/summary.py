@@ -8,18 +8,20 @@ image; Face Div one value per subject x prompt set with at least two faces.
 from __future__ import annotations
 
 import itertools
+import json
 
-import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from eval.stats import bootstrap_ci
+from eval.cache import ResultCache, sha256_bytes
+from eval.stats import N_RESAMPLES, SEED, bootstrap_ci
 
 FACE_STATUSES = ("ok", "multi_face")
 SHARED_METRICS = ["face_detect_rate", "multi_face_rate", "expr_div", "pose_div_pitch", "pose_div_yaw",
                   "face_div_lpips", "clip_t", "clip_i", "copy_paste_rate"]
 NO_FACE = "no image with a detected face"
 NO_IMAGE = "no readable image"
+SUMMARY_VERSION = f"summary-v1/bootstrap-{N_RESAMPLES}-seed{SEED}"
 
 
 def metric_keys(recognizers: list[str]) -> list[str]:
@@ -91,5 +93,16 @@ def summarize_systems(scores: pd.DataFrame, face_div_sets: pd.DataFrame, recogni
     return systems
 
 
-def finite_or_none(value) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
+def summarize_systems_cached(cache: ResultCache, scores: pd.DataFrame, face_div_sets: pd.DataFrame,
+                             recognizers: list[str], unavailable: dict[str, str]) -> dict:
+    """`summarize_systems`, looked up by the hash of exactly its inputs (the bootstrap is deterministic)."""
+    content = sha256_bytes(b"\n".join([
+        scores.to_csv(index=False).encode(), face_div_sets.to_csv(index=False).encode(),
+        json.dumps([recognizers, unavailable], sort_keys=True).encode(),
+    ]))
+    hit = cache.get(SUMMARY_VERSION, content)
+    if hit is not None:
+        return hit["systems"]
+    systems = summarize_systems(scores, face_div_sets, recognizers, unavailable)
+    cache.put(SUMMARY_VERSION, content, {"systems": systems})
+    return systems

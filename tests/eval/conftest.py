@@ -47,7 +47,7 @@ def no_optional_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def score_cache(tmp_path_factory) -> Path:
+def demo_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache") / "scores-cache.sqlite"
 
 
@@ -57,10 +57,16 @@ def demo_manifest(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_scores(demo_manifest, eval_analyzer, score_cache, no_optional_weights):
-    """The demo run scored once, cold, into a session cache; `cold_calls` records the model calls."""
+def demo_scores(demo_manifest, eval_analyzer, demo_cache, no_optional_weights):
+    """The demo run scored once, cold, into the session cache; `cold_calls` records the model calls."""
     before = Counter(eval_analyzer.calls)
     result = score_manifest(demo_manifest, demo_manifest.parent / "scores", analyzer=eval_analyzer,
-                            cache=score_cache, progress=False)
+                            cache=demo_cache, progress=False)
     result.cold_calls = Counter(eval_analyzer.calls) - before
     return result
+
+
+@pytest.fixture(scope="session")
+def score_cache(demo_scores, demo_cache) -> Path:
+    """The session cache, after the demo run was scored into it cold: later tests reuse its analyses."""
+    return demo_cache

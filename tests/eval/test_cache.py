@@ -32,7 +32,7 @@ def test_records_persist_in_a_real_sqlite_file_and_namespaces_are_separate(tmp_p
     assert hit["label"] == "happy" and hit["vector"].tolist() == [0, 1, 2, 3]
     assert reopened.get_many("embed/v1/sface:aaa", [key, "missing", key]).keys() == {key}
     assert reopened.count("embed/") == 1
-    rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM records_v2").fetchone()[0]
     assert rows == 1
 
 
