@@ -19,14 +19,13 @@ def augmented(image: Image.Image, rng: random.Random) -> Image.Image:
     return ImageEnhance.Color(out).enhance(rng.uniform(0.7, 1.3))
 
 
-def padded_references(images: list[Image.Image], n: int, rng: random.Random) -> list[Image.Image]:
-    """n references: up to n of `images` (drawn without replacement), padded with augmented copies."""
-    if not images:
+def reference_plan(candidates: list[int], n: int, rng: random.Random) -> list[tuple[int, bool]]:
+    """n (image index, augment?) pairs: up to n distinct candidates, padded with augmented repeats."""
+    if not candidates:
         raise ValueError("a reference set needs at least one image")
-    chosen = rng.sample(images, min(n, len(images)))
-    while len(chosen) < n:
-        chosen.append(augmented(rng.choice(images), rng))
-    return chosen
+    plan = [(index, False) for index in rng.sample(candidates, min(n, len(candidates)))]
+    plan += [(rng.choice(candidates), True) for _ in range(n - len(plan))]
+    return plan
 
 
 def duplicated_references(image: Image.Image, n: int) -> list[Image.Image]:

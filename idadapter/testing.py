@@ -17,7 +17,7 @@ from transformers import (
 TINY_WORDS = (
     "a photo of the woman man person is sks smiling in portrait painting beach wearing hat , ."
 ).split()
-TINY_IMAGE_SIZE = 64
+TINY_IMAGE_SIZE = 32
 
 
 def tiny_tokenizer() -> CLIPTokenizer:

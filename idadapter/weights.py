@@ -71,10 +71,7 @@ def read_adapter_config(path: str | Path) -> IDAdapterConfig:
 
 
 def load_adapter(path: str | Path, unet: torch.nn.Module, device=None, dtype=None) -> IDAdapter:
-    """Build the adapter from `path` (file or directory), attach its layers to `unet` and load all weights.
-
-    Every key and shape is checked before anything is loaded; `AdapterMismatch` lists what differs.
-    """
+    """Build the adapter from `path` (file or directory), attach its layers to `unet` and load all weights."""
     weights = weights_file(path)
     config = read_adapter_config(weights)
     if config.cross_attention_dim != unet.config.cross_attention_dim:
@@ -85,6 +82,16 @@ def load_adapter(path: str | Path, unet: torch.nn.Module, device=None, dtype=Non
     adapter = IDAdapter(config)
     if not adapter_modules(unet):
         attach_identity_layers(unet)
+    load_adapter_weights(weights, adapter, unet)
+    return adapter.to(device=device or unet.device, dtype=dtype or unet.dtype)
+
+
+def load_adapter_weights(path: str | Path, adapter: IDAdapter, unet: torch.nn.Module) -> None:
+    """Load `path` into an existing adapter and the adapter layers of `unet`, in place.
+
+    Every key and shape is checked before anything is loaded; `AdapterMismatch` lists what differs.
+    """
+    weights = weights_file(path)
     expected = {k: tuple(t.shape) for k, t in adapter_state_dict(adapter, unet).items()}
     with safe_open(str(weights), framework="pt") as handle:
         found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
@@ -101,4 +108,3 @@ def load_adapter(path: str | Path, unet: torch.nn.Module, device=None, dtype=Non
     for name, module in adapter_modules(unet).items():
         prefix = f"unet.{name}."
         module.load_state_dict({k.removeprefix(prefix): t for k, t in tensors.items() if k.startswith(prefix)})
-    return adapter.to(device=device or unet.device, dtype=dtype or unet.dtype)

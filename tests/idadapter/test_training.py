@@ -1,0 +1,150 @@
+"""The trainer end to end on the tiny model and a small identity set made of the bundled real photos."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from accelerate.utils import set_seed
+from PIL import Image
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+
+from idadapter.data import IdentityDataset, StepBatchSampler, scan_identity_folders
+from idadapter.injection import adapter_modules
+from idadapter.train import TrainConfig, load_training_models, main, train, training_losses
+from idadapter.weights import WEIGHTS_NAME, load_adapter_weights
+
+IDENTITIES = {
+    "obama": ("man", ["obama_flag.jpg", "obama_oval.jpg", "obama_podium.jpg", "obama_senate.jpg"]),
+    "macron": ("man", ["macron_2014.jpg", "macron_2025.jpg"]),
+    "ardern": ("woman", ["ardern_2018.jpg", "ardern_2022.jpg"]),
+}
+
+
+@pytest.fixture(scope="module")
+def identity_set(tmp_path_factory, faces_dir):
+    root = tmp_path_factory.mktemp("identities")
+    for identity, (noun, files) in IDENTITIES.items():
+        folder = root / identity
+        folder.mkdir()
+        (folder / "identity.json").write_text(json.dumps({"class_noun": noun}))
+        for i, name in enumerate(files):
+            with Image.open(faces_dir / name) as photo:  # small copies keep the CPU test quick
+                photo.convert("RGB").resize((photo.width * 192 // max(photo.size), photo.height * 192 // max(photo.size))).save(folder / name)
+            if i == 0:
+                (folder / name).with_suffix(".txt").write_text(f"a portrait of a {noun} smiling")
+    (root / "obama" / "broken.jpg").write_bytes(b"not an image")
+    return root
+
+
+def tiny_config(tiny_base, identity_set, output_dir, **overrides) -> TrainConfig:
+    values = dict(
+        base=str(tiny_base), data_dir=str(identity_set), output_dir=str(output_dir), resolution=32,
+        mff_heads=4, learning_rate=1e-2, batch_size=2, max_steps=12, checkpoint_every=6, log_every=1,
+        mixed_precision="no", num_workers=0, seed=7,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def scanned(identity_set, face_identity):
+    return scan_identity_folders(identity_set, face_identity)
+
+
+def test_the_dataset_reads_identity_folders_and_reports_a_broken_file(scanned, caplog):
+    images = scanned
+    assert len(images) == 8
+    assert any("broken.jpg: skipped, cannot read the image" in r.getMessage() for r in caplog.get_records("setup"))
+    assert {image.identity for image in images} == set(IDENTITIES)
+    captions = {image.path.name: image.caption for image in images}
+    assert captions["ardern_2018.jpg"] == "a portrait of a woman smiling"
+    assert captions["ardern_2022.jpg"] == "a photo of a woman"
+
+
+def test_samples_draw_references_of_the_same_person_and_are_reproducible(scanned, pipe):
+    images = scanned
+    dataset = IdentityDataset(images, pipe.tokenizer, pipe.feature_extractor, resolution=32, num_references=4)
+    macron = next(i for i, image in enumerate(images) if image.path.name == "macron_2025.jpg")
+    sample = dataset[(macron, 11)]
+    assert sample["pixel_values"].shape == (3, 32, 32) and -1 <= sample["pixel_values"].min()
+    assert sample["reference_pixel_values"].shape == (4, 3, 32, 32)  # 1 other photo, padded with 3 augmented
+    assert torch.equal(sample["reference_pixel_values"], dataset[(macron, 11)]["reference_pixel_values"])
+    tokens = pipe.tokenizer.convert_ids_to_tokens(sample["input_ids"].tolist())
+    assert tokens[1:6] == ["a</w>", "photo</w>", "of</w>", "a</w>", "man</w>"] and "sks</w>" in tokens
+    obama = next(i for i, image in enumerate(images) if image.identity == "obama")
+    same = float(torch.tensor(images[obama].embedding) @ dataset[(obama, 3)]["identity_feature"])
+    assert same > 0.5  # the mean reference feature is close to the person's own
+
+
+def test_batches_depend_only_on_seed_and_step():
+    full = list(StepBatchSampler(10, 3, seed=1, start_step=0, total_steps=6))
+    resumed = list(StepBatchSampler(10, 3, seed=1, start_step=4, total_steps=6))
+    assert resumed == full[4:]
+    assert list(StepBatchSampler(10, 3, seed=1, start_step=0, total_steps=6, process_index=1)) != full
+
+
+def fixed_batch_loss(models, dataset) -> float:
+    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), 4, seed=99, start_step=0, total_steps=3))
+    total = 0.0
+    with torch.no_grad():
+        for step, batch in enumerate(loader):
+            total += float(training_losses(models, batch, torch.Generator().manual_seed(step), 0.0)["loss"])
+    return total / 3
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_trains_only_the_adapter_and_resumes_exactly(tmp_path, tiny_base, identity_set, scanned):
+    config = tiny_config(tiny_base, identity_set, tmp_path / "run")
+    set_seed(config.seed)
+    models = load_training_models(config, torch.device("cpu"), torch.float32)
+    base_before = {k: v.clone() for k, v in models.unet.state_dict().items()
+                   if not any(k.startswith(name + ".") for name in adapter_modules(models.unet))}
+    dataset = IdentityDataset(scanned, models.tokenizer,
+                              models.feature_extractor, 32, 4)
+    loss_before = fixed_batch_loss(models, dataset)
+
+    train(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == list(range(1, 13))
+    assert all({"loss", "loss_sd", "loss_id", "faces"} <= entry.keys() for entry in log)
+    load_adapter_weights(tmp_path / "run", models.adapter, models.unet)
+    loss_after = fixed_batch_loss(models, dataset)
+    assert loss_after < 0.95 * loss_before, (loss_before, loss_after)
+
+    from diffusers import UNet2DConditionModel
+
+    base_unet = UNet2DConditionModel.from_pretrained(tiny_base / "unet")
+    assert all(torch.equal(base_unet.state_dict()[k], v) for k, v in base_before.items())
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    assert not list((tmp_path / "run" / "checkpoint-6").glob("model*"))  # no copy of the frozen base
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(tmp_path / "run" / "checkpoint-6", resumed / "checkpoint-6")
+    train(tiny_config(tiny_base, identity_set, resumed, resume="latest"))
+    straight, continued = load_file(tmp_path / "run" / WEIGHTS_NAME), load_file(resumed / WEIGHTS_NAME)
+    assert straight.keys() == continued.keys()
+    assert all(torch.allclose(straight[k], continued[k], atol=1e-6) for k in straight)
+
+
+@pytest.mark.slow
+def test_the_cli_runs_from_a_toml_config_with_gradient_checkpointing(tmp_path, tiny_base, identity_set):
+    config_file = tmp_path / "train.toml"
+    config_file.write_text(
+        f'base = "{tiny_base}"\ndata_dir = "{identity_set}"\noutput_dir = "{tmp_path / "out"}"\n'
+        'resolution = 32\nmff_heads = 4\nbatch_size = 1\nmax_steps = 2\ncheckpoint_every = 2\n'
+        'mixed_precision = "no"\nnum_workers = 0\ngradient_checkpointing = true\n'
+    )
+    result = subprocess.run([sys.executable, "-m", "idadapter.train", "--config", str(config_file)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / WEIGHTS_NAME).is_file()
+    assert "trainable parameters" in result.stderr
+
+
+def test_a_bad_config_is_named(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml: training config not found" in capsys.readouterr().err
