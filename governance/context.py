@@ -149,21 +149,23 @@ class GovernanceContext:
 
     # -- the calls other parts make ---------------------------------------------------------------
 
+    def _log(self, actor: Actor, action: str, **fields) -> None:
+        self.audit_log.append(actor=actor.name, role=actor.role.value, action=action, **fields)
+
     def record_consent(self, record: ConsentRecord, *, actor: Actor) -> ConsentRecord:
         """Store a consent record (permission ``record``) and log it."""
         actor.require(Permission.RECORD)
         self.registry.add(record)
-        self.audit_log.append(actor=actor.name, role=actor.role.value, action="consent.record",
-                              subject=record.subject, object=record.record_id,
-                              details={"purposes": [p.value for p in record.purposes]})
+        self._log(actor, "consent.record", subject=record.subject, object=record.record_id,
+                  details={"purposes": [p.value for p in record.purposes]})
         return record
 
     def authorize(self, subject: str, purpose: Purpose | str, *, actor: Actor) -> str:
         """The consent gate with an audit entry; returns the consent record id or raises ConsentRefused."""
         decision = self.registry.check(subject, purpose)
-        self.audit_log.append(actor=actor.name, role=actor.role.value, action="consent.check", subject=subject,
-                              object=decision.record_id, outcome="ok" if decision.allowed else "refused",
-                              details={"purpose": decision.purpose.value, "reason": decision.reason})
+        self._log(actor, "consent.check", subject=subject, object=decision.record_id,
+                  outcome="ok" if decision.allowed else "refused",
+                  details={"purpose": decision.purpose.value, "reason": decision.reason})
         if not decision.allowed:
             raise ConsentRefused(decision)
         return decision.record_id
@@ -183,17 +185,15 @@ class GovernanceContext:
             refusal = record.decide(Purpose.AVATAR_GENERATION, now)
             reason = refusal.value if refusal else None
         if reason is not None:
-            self.audit_log.append(actor=actor.name, role=actor.role.value, action="provenance.sign", subject=subject,
-                                  object=str(image), outcome="refused", details={"reason": reason})
+            self._log(actor, "provenance.sign", subject=subject, object=str(image), outcome="refused",
+                      details={"reason": reason})
             raise ConsentRefused(ConsentDecision(subject, Purpose.AVATAR_GENERATION, now, False, reason,
                                                  consent_record_id))
         signed = self.signer.sign(image, dest, generator=generator, model_version=model_version,
                                   consent_record_id=consent_record_id, signed_at=now)
-        self.audit_log.append(actor=actor.name, role=actor.role.value, action="provenance.sign", subject=subject,
-                              object=file_digest(signed), outcome="ok",
-                              details={"file": signed.name, "consent_record_id": consent_record_id,
-                                       "generator": generator, "model_version": model_version,
-                                       "signed_at": now.isoformat()})
+        self._log(actor, "provenance.sign", subject=subject, object=file_digest(signed),
+                  details={"file": signed.name, "consent_record_id": consent_record_id,
+                           "generator": generator, "model_version": model_version, "signed_at": now.isoformat()})
         return signed
 
     def consent_status(self, subject: str, at: dt.datetime | None = None) -> dict[str, ConsentDecision]:
