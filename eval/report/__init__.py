@@ -22,5 +22,5 @@ def build_report(run=None, *, out=None, progress=True, **options) -> Path:
     from eval.report.review import prepare_review
 
     review = prepare_review(run, progress=progress, **options)
-    html = render_report(review.run, review.spec, review.comparison)
+    html = render_report(review.run, review.spec, review.comparison, progress)
     return write_report(html, out or REPORTS_DIR / f"{review.run.name}.html")

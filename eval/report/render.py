@@ -50,7 +50,8 @@ def _scatter(run: ReviewRun, spec: GateSpec) -> str | None:
     return plots.identity_diversity_scatter(run.summary, primary, panels, id_floor, spec.min)
 
 
-def render_report(run: ReviewRun, spec: GateSpec, comparison: Comparison | None = None) -> str:
+def render_report(run: ReviewRun, spec: GateSpec, comparison: Comparison | None = None,
+                  progress: bool = False) -> str:
     """The report's HTML: the gate verdicts for the run's candidate, then every section."""
     gates = evaluate_gates(spec, run, comparison)
     calibration = calibration_view(run)
@@ -65,7 +66,7 @@ def render_report(run: ReviewRun, spec: GateSpec, comparison: Comparison | None 
         "categories": sections.category_tables(run),
         "scatter": _scatter(run, spec),
         "scatter_recognizer": (run.summary.get("recognizers") or ["?"])[0],
-        "grids": sections.image_grids(run),
+        "grids": sections.image_grids(run, progress),
         "calibration": calibration,
         "roc": plots.roc_curves(calibration.curves) if calibration and calibration.curves else None,
         "comparison": comparison,

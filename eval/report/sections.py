@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from eval.report.comparison import Comparison
 from eval.report.metrics import DIVERSITY_METRICS, LOWER_IS_BETTER, headline_metrics, metric_label
@@ -128,12 +129,12 @@ def _tile_scores(row: pd.Series, thresholds: dict[str, float], recognizers: list
     return scores
 
 
-def image_grids(run: ReviewRun) -> dict[str, list[SubjectGrid]]:
+def image_grids(run: ReviewRun, progress: bool = False) -> dict[str, list[SubjectGrid]]:
     """Per system, per subject: the references, then every output with its crop and scores."""
     thresholds = run.summary.get("thresholds", {})
     recognizers = run.summary.get("recognizers", [])
     grids: dict[str, list[SubjectGrid]] = {}
-    for system in run.systems:
+    for system in tqdm(run.systems, desc="report images", unit="system", disable=not progress):
         rows = run.rows(system)
         subjects = []
         for subject, group in rows.groupby("subject", sort=True):

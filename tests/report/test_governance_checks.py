@@ -68,7 +68,7 @@ def test_signed_outputs_with_consent_pass_and_each_break_is_caught(workspace):
 
     log = gov.config.audit_log
     lines = log.read_text().splitlines()
-    signed = next(i for i, line in enumerate(lines) if '"generator": "idadapter"' in line or "idadapter" in line)
+    signed = next(i for i, line in enumerate(lines) if "idadapter" in line)
     lines[signed] = lines[signed].replace("idadapter", "forged")
     log.write_text("\n".join(lines) + "\n")
     assert gates(scores_dir, config)["governance_audit_log"].verdict == "fail"

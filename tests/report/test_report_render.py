@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from html.parser import HTMLParser
 
@@ -197,3 +198,22 @@ def test_runs_that_share_no_image_key_cannot_be_compared(tmp_path, synthetic_dir
                                n_per_system=3, prompts=[("an unrelated prompt", "scene")])
     with pytest.raises(RunError, match="cannot compare"):
         prepare_review(synthetic_dir, system="candidate", baseline=other, progress=False)
+
+
+@pytest.mark.slow
+def test_a_manifest_is_scored_by_the_harness_then_reported(tmp_path, faces_dir):
+    (tmp_path / "photos").mkdir()
+    for name in ("obama_senate.jpg", "obama_oval.jpg", "biden.jpg"):
+        (tmp_path / "photos" / name).write_bytes((faces_dir / name).read_bytes())
+    lines = [{"system": "sys-a", "subject": "obama", "references": ["photos/obama_senate.jpg"],
+              "prompt": prompt, "prompt_category": "identity", "seed": seed, "image": image}
+             for seed, (prompt, image) in enumerate([("a photo of a man", "photos/obama_oval.jpg"),
+                                                     ("a photo of a man", "photos/biden.jpg")])]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
+    out = build_report(manifest, out=tmp_path / "a.html", progress=False)
+    html = out.read_text()
+    assert (tmp_path / "scores" / "summary.json").is_file()
+    assert "Avatar review — " + tmp_path.name in html  # a run named after its folder
+    assert html.count('class="crop"') == 2 and "obama_oval.jpg" in html and "biden.jpg" in html
+    assert re.search(r'id="manifest-errors">1 manifest line\(s\) skipped:\s*line 3:', html)
