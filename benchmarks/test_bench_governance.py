@@ -85,7 +85,8 @@ def test_signing_throughput(tmp_path):
         parallel = time.perf_counter() - start
     unsigned = sum(os.path.getsize(s) for s in batch[:n_thumb])
     report = {
-        "machine": MACHINE, "load_average": os.getloadavg()[0], "image": "512x512 PNG (bundled photos, resized)", "images": n,
+        "machine": MACHINE, "load_average": os.getloadavg()[0], "images": n,
+        "image": "512x512 PNG (bundled photos, resized)",
         "thumbnail_off_images_per_s": round(n / one, 1),
         "thumbnail_off_ms_per_image": round(1000 * one / n, 2),
         "thumbnail_off_cpu_ms_per_image": round(1000 * one_cpu / n, 2),

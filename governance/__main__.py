@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     command(vault, "backup", cmd_vault_backup, "copy the encrypted blobs (never the keys)").add_argument("destination")
 
     audit = commands.add_parser("audit", help="tamper-evident audit log").add_subparsers(dest="sub", required=True)
-    sub = command(audit, "verify", cmd_audit_verify, "verify every entry and checkpoint; exit 1 naming the first bad entry")
+    sub = command(audit, "verify", cmd_audit_verify,
+                  "verify every entry and checkpoint; exit 1 naming the first bad entry")
     sub.add_argument("--log", help="log file (default: the configured one)")
     sub.add_argument("--public-key", help="Ed25519 public key PEM (default: the configured one)")
     command(audit, "checkpoint", cmd_audit_checkpoint, "sign a checkpoint of the log now")
@@ -315,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(commands, "audit-dir", cmd_audit_dir,
                   "compliance audit of a folder of images; exit 1 on any failure")
     sub.add_argument("directory")
-    sub.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write the report as JSON (to stdout without PATH)")
+    sub.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                     help="write the report as JSON (to stdout without PATH)")
     return parser
 
 

@@ -140,7 +140,8 @@ class PhotoVault:
             raise ConsentRefused(decision)
         return decision.record_id
 
-    def _log(self, actor: Actor, action: str, subject: str | None, obj: str | None, outcome: str, details: dict) -> None:
+    def _log(self, actor: Actor, action: str, subject: str | None, obj: str | None, outcome: str,
+             details: dict) -> None:
         self.audit_log.append(actor=actor.name, role=actor.role.value, action=action, subject=subject,
                               object=obj, outcome=outcome, details=details)
 

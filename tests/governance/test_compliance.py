@@ -32,9 +32,10 @@ def test_compliant_folder_passes(gov, out, capsys):
     assert report.ok and len(report.rows) == 3
     assert all(row.provenance == "trusted" and row.consent == "allowed" and row.audit_entry for row in report.rows)
     config = str(gov.config.audit_log.parents[1] / "governance.toml")
-    assert main(["--config", config, "--role", "auditor", "audit-dir", str(out), "--json", str(out.parent / "report.json")]) == 0
+    report_path = out.parent / "report.json"
+    assert main(["--config", config, "--role", "auditor", "audit-dir", str(out), "--json", str(report_path)]) == 0
     assert "PASS: 3 images, 0 failed" in capsys.readouterr().out
-    assert json.loads((out.parent / "report.json").read_text())["ok"] is True
+    assert json.loads(report_path.read_text())["ok"] is True
 
 
 def test_each_failure_is_reported(gov, out, png, tmp_path, capsys):

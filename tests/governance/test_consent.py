@@ -40,7 +40,8 @@ def test_unknown_purpose_and_missing_field_are_named():
 def test_json_schema_lists_the_27560_fields_and_dpv_values():
     schema = json.loads(json_schema())
     assert {"record_id", "schema_version", "pii_principal_id", "pii_controller", "purposes", "lawful_basis",
-            "pii_categories", "retention", "jurisdiction", "valid_from", "valid_until", "events"} <= set(schema["properties"])
+            "pii_categories", "retention", "jurisdiction", "valid_from", "valid_until",
+            "events"} <= set(schema["properties"])
     rendered = json.dumps(schema)
     assert "dpv:ConsentWithdrawn" in rendered and "dpv:Consent" in rendered and "avatar-generation" in rendered
 
@@ -49,9 +50,9 @@ def test_json_schema_lists_the_27560_fields_and_dpv_values():
 @given(start=times, length=st.one_of(st.none(), st.integers(1, 500)), at=times)
 def test_validity_window(start, length, at):
     end = None if length is None else start + dt.timedelta(hours=length)
+    given = {"event_type": "dpv:ConsentGiven", "event_time": start.isoformat(), "actor": "olga"}
     rec = ConsentRecord.model_validate(record(valid_from=start.isoformat(), valid_until=end and end.isoformat(),
-                                              events=[{"event_type": "dpv:ConsentGiven", "event_time": start.isoformat(),
-                                                       "actor": "olga"}]))
+                                              events=[given]))
     expected = (Refusal.NOT_YET_VALID if at < start else
                 Refusal.EXPIRED if end is not None and at >= end else None)
     assert rec.decide(Purpose.AVATAR_GENERATION, at) == expected
@@ -102,7 +103,8 @@ def test_registry_persists_in_sqlite_and_gives_every_reason(tmp_path):
     reopened.withdraw("alice", actor="olga", reason="asked by email", at=T0 + 2 * hour)
     assert reopened.check("alice", "evaluation", T0 + 3 * hour).reason == "withdrawn"
     assert reopened.check("alice", "evaluation", T0 + hour).allowed  # history is kept, not rewritten
-    assert [e.event_type for e in ConsentRegistry(path).get(rec.record_id).events] == [EventType.GIVEN, EventType.WITHDRAWN]
+    history = [e.event_type for e in ConsentRegistry(path).get(rec.record_id).events]
+    assert history == [EventType.GIVEN, EventType.WITHDRAWN]
     with pytest.raises(ValueError, match="timezone"):
         reopened.check("alice", "evaluation", dt.datetime(2026, 1, 1))
 

@@ -82,7 +82,8 @@ def test_certificate_from_another_root_is_untrusted(pki, signed, tmp_path):
 
 
 def test_cli_verify_reports_each_image(pki, signed, png, tmp_path, capsys):
-    code = main(["--role", "auditor", "provenance", "verify", str(signed), str(png), "--json", "--trust-anchor", str(pki.root_cert)])
+    code = main(["--role", "auditor", "provenance", "verify", str(signed), str(png), "--json",
+                 "--trust-anchor", str(pki.root_cert)])
     report = json.loads(capsys.readouterr().out)
     assert code == 1  # one image has no manifest
     assert [(r["status"], r["consent_record_id"]) for r in report] == [("trusted", RECORD), ("no-manifest", None)]
