@@ -120,7 +120,7 @@ def _metric(summary: dict, system: str, key: str) -> tuple[dict | None, str]:
 def _bound_gate(gate: str, title: str, stats: dict | None, reason: str, threshold: float,
                 minimum: bool, judge: str, detail: str = "") -> GateResult:
     if stats is None:
-        return GateResult(gate, title, "unavailable", threshold=threshold, detail=f"{reason}")
+        return GateResult(gate, title, "unavailable", threshold=threshold, detail=reason)
     mean = stats["mean"]
     has_ci = stats.get("ci_low") is not None and stats.get("ci_high") is not None
     ci = (stats["ci_low"], stats["ci_high"]) if has_ci else None
@@ -199,7 +199,7 @@ def regression_gates(spec: GateSpec, summary: dict, deltas: dict[str, MetricDelt
         if delta is None or delta.unavailable:
             reason = delta.unavailable if delta is not None else f"{key} not comparable"
             results.append(GateResult(gate, title, "unavailable", threshold=margin,
-                                      detail=f"{reason}"))
+                                      detail=reason))
             continue
         # Signed so that negative means worse, whatever the metric's direction.
         sign = -1.0 if key in LOWER_IS_BETTER else 1.0
@@ -214,72 +214,63 @@ def regression_gates(spec: GateSpec, summary: dict, deltas: dict[str, MetricDelt
     return results
 
 
+def _not_configured(gate: str, title: str, checks: GovernanceChecks, threshold: float | None) -> GateResult:
+    return GateResult(gate, title, "unavailable", threshold=threshold,
+                      detail=f"governance not configured ({checks.reason})")
+
+
+def _provenance_gate(checks: GovernanceChecks, stand_in: str | None) -> GateResult:
+    gate, title = "governance_provenance", "every output has trusted C2PA provenance"
+    if not checks.configured:
+        return _not_configured(gate, title, checks, 1.0)
+    if not checks.provenance:
+        return GateResult(gate, title, "unavailable", threshold=1.0, detail="no output image to verify")
+    share, n = checks.trusted_share, len(checks.provenance)
+    if stand_in:
+        return GateResult(gate, title, "unavailable", measured=share, threshold=1.0, n=n,
+                          detail=f"{stand_in}; real photographs carry no C2PA manifest of a generator")
+    untrusted = [p for p in checks.provenance if p.status != "trusted"]
+    named = ", ".join(f"{Path(p.path).name} ({p.status})" for p in untrusted[:5])
+    more = f" and {len(untrusted) - 5} more" if len(untrusted) > 5 else ""
+    return GateResult(gate, title, "fail" if untrusted else "pass", measured=share, threshold=1.0, n=n,
+                      detail=f"not trusted: {named}{more}" if untrusted else "")
+
+
+def _consent_gate(purpose: str, checks: GovernanceChecks, stand_in: str | None) -> GateResult:
+    gate, title = "governance_consent", f"every subject had consent for {purpose}"
+    if not checks.configured:
+        return _not_configured(gate, title, checks, 1.0)
+    decisions = {subject: per.get(purpose) for subject, per in checks.consent.items()}
+    if not decisions:
+        return GateResult(gate, title, "unavailable", threshold=1.0, detail="the run names no subject")
+    refused = sorted(s for s, d in decisions.items() if d is None or not d.allowed)
+    share = (len(decisions) - len(refused)) / len(decisions)
+    reasons = ", ".join(f"{s} ({decisions[s].reason if decisions[s] else 'purpose unknown to the registry'})"
+                        for s in refused)
+    if stand_in:
+        return GateResult(gate, title, "unavailable", measured=share, threshold=1.0, n=len(decisions),
+                          detail=f"{stand_in}, so no avatar was generated"
+                                 + (f"; {purpose} is REFUSED for {reasons}" if refused else ""))
+    return GateResult(gate, title, "fail" if refused else "pass", measured=share, threshold=1.0,
+                      n=len(decisions), detail=f"refused: {reasons}" if refused else "")
+
+
+def _audit_gate(checks: GovernanceChecks) -> GateResult:
+    gate, title = "governance_audit_log", "the audit log verifies"
+    if not checks.configured:
+        return _not_configured(gate, title, checks, None)
+    audit = checks.audit
+    broken = "" if audit.ok else f"; first bad entry {audit.first_bad}: {audit.reason}"
+    return GateResult(gate, title, "pass" if audit.ok else "fail", detail=f"{audit.entries} entries{broken}")
+
+
 def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | None) -> list[GateResult]:
     """`stand_in` is set when the run's outputs are not generated images (the demo's real photos):
     the provenance and consent-for-generation gates then cannot apply, and say so."""
     wanted = spec.governance
-    results = []
-    if wanted.provenance:
-        title = "every output has trusted C2PA provenance"
-        if not checks.configured:
-            results.append(GateResult("governance_provenance", title, "unavailable", threshold=1.0,
-                                      detail=f"governance not configured ({checks.reason})"))
-        elif not checks.provenance:
-            results.append(GateResult("governance_provenance", title, "unavailable", threshold=1.0,
-                                      detail="no output image to verify"))
-        else:
-            share, n = checks.trusted_share, len(checks.provenance)
-            if stand_in:
-                results.append(GateResult("governance_provenance", title, "unavailable", measured=share,
-                                          threshold=1.0, n=n,
-                                          detail=f"{stand_in}; real photographs carry no "
-                                                 "C2PA manifest of a generator"))
-            else:
-                untrusted = [p for p in checks.provenance if p.status != "trusted"]
-                detail = "" if not untrusted else "not trusted: " + ", ".join(
-                    f"{Path(p.path).name} ({p.status})" for p in untrusted[:5]) + (
-                    f" and {len(untrusted) - 5} more" if len(untrusted) > 5 else "")
-                results.append(GateResult("governance_provenance", title,
-                                          "pass" if not untrusted else "fail",
-                                          measured=share, threshold=1.0, n=n, detail=detail))
-    if wanted.consent_purpose:
-        purpose = wanted.consent_purpose
-        title = f"every subject had consent for {purpose}"
-        gate = "governance_consent"
-        if not checks.configured:
-            results.append(GateResult(gate, title, "unavailable", threshold=1.0,
-                                      detail=f"governance not configured ({checks.reason})"))
-        else:
-            decisions = {s: per.get(purpose) for s, per in checks.consent.items()}
-            refused = sorted(s for s, d in decisions.items() if d is None or not d.allowed)
-            share = (len(decisions) - len(refused)) / len(decisions) if decisions else 0.0
-            reasons = ", ".join(
-                f"{s} ({decisions[s].reason if decisions[s] else 'purpose unknown to the registry'})"
-                for s in refused)
-            if not decisions:
-                results.append(GateResult(gate, title, "unavailable", threshold=1.0,
-                                          detail="the run names no subject"))
-            elif stand_in:
-                results.append(GateResult(gate, title, "unavailable", measured=share, threshold=1.0,
-                                          n=len(decisions),
-                                          detail=f"{stand_in}, so no avatar was generated"
-                                                 + (f"; {purpose} is REFUSED for {reasons}" if refused else "")))
-            else:
-                results.append(GateResult(gate, title, "fail" if refused else "pass", measured=share,
-                                          threshold=1.0, n=len(decisions),
-                                          detail=f"refused: {reasons}" if refused else ""))
-    if wanted.audit_log:
-        title = "the audit log verifies"
-        if not checks.configured:
-            results.append(GateResult("governance_audit_log", title, "unavailable",
-                                      detail=f"governance not configured ({checks.reason})"))
-        else:
-            audit = checks.audit
-            detail = f"{audit.entries} entries" + ("" if audit.ok else
-                                                   f"; first bad entry {audit.first_bad}: {audit.reason}")
-            results.append(GateResult("governance_audit_log", title, "pass" if audit.ok else "fail",
-                                      detail=detail))
-    return results
+    return ([_provenance_gate(checks, stand_in)] if wanted.provenance else []) + (
+        [_consent_gate(wanted.consent_purpose, checks, stand_in)] if wanted.consent_purpose else []) + (
+        [_audit_gate(checks)] if wanted.audit_log else [])
 
 
 def evaluate_gates(spec: GateSpec, run: ReviewRun, comparison: Comparison | None = None) -> list[GateResult]:
