@@ -83,7 +83,7 @@ def cmd_consent_give(args) -> int:
     actor = Actor(args.actor, args.role)
     record = gov.record_consent(new_record(
         args.subject, [Purpose(p) for p in args.purpose], controller=gov.config.controller,
-        jurisdiction=args.jurisdiction or gov.config.jurisdiction, actor=actor.name, given_at=args.valid_from,
+        jurisdiction=args.jurisdiction or gov.config.jurisdiction, actor=actor.name, valid_from=args.valid_from,
         valid_until=args.valid_until, retention=dt.timedelta(days=args.retention_days),
         lawful_basis=LawfulBasis(args.lawful_basis)), actor=actor)
     gov.audit_log.checkpoint()

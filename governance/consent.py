@@ -147,16 +147,17 @@ class ConsentRecord(BaseModel):
 
 
 def new_record(subject: str, purposes: list[Purpose], *, controller: str, jurisdiction: str,
-               actor: str, given_at: dt.datetime | None = None, valid_until: dt.datetime | None = None,
-               retention: dt.timedelta = dt.timedelta(days=30),
+               actor: str, given_at: dt.datetime | None = None, valid_from: dt.datetime | None = None,
+               valid_until: dt.datetime | None = None, retention: dt.timedelta = dt.timedelta(days=30),
                lawful_basis: LawfulBasis = LawfulBasis.CONSENT,
                pii_categories: list[DataCategory] | None = None) -> ConsentRecord:
-    """A record whose consent was given at ``given_at`` (default: now) and is valid from then."""
+    """A record whose consent was given at ``given_at`` (default: now), valid from ``valid_from``
+    (default: when given) until ``valid_until`` (default: open-ended)."""
     given_at = given_at or dt.datetime.now(dt.timezone.utc)
     return ConsentRecord(
         pii_principal_id=subject, pii_controller=Controller(name=controller), purposes=purposes,
         lawful_basis=lawful_basis, pii_categories=pii_categories or [DataCategory.FACIAL],
-        retention=retention, jurisdiction=jurisdiction, valid_from=given_at, valid_until=valid_until,
+        retention=retention, jurisdiction=jurisdiction, valid_from=valid_from or given_at, valid_until=valid_until,
         events=[ConsentEvent(event_type=EventType.GIVEN, event_time=given_at, actor=actor)])
 
 

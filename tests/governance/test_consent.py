@@ -144,3 +144,13 @@ def test_cli_consent_commands(gov, capsys):
     with pytest.raises(SystemExit):
         main([*config, "consent", "check", "--subject", "dora", "--purpose", "evaluation", "--at", "2026-01-01T00:00"])
     assert "give a timezone" in capsys.readouterr().err
+
+
+def test_consent_given_now_for_a_later_window_can_be_withdrawn_before_it_opens(tmp_path):
+    registry = ConsentRegistry(tmp_path / "consent.sqlite")
+    now = dt.datetime.now(UTC)
+    registry.add(new_record("erin", [Purpose.AVATAR_GENERATION], controller="C", jurisdiction="EU", actor="olga",
+                            valid_from=now + dt.timedelta(days=7)))
+    assert registry.check("erin", "avatar-generation").reason == "not yet valid"
+    assert len(registry.withdraw("erin", actor="olga")) == 1
+    assert registry.check("erin", "avatar-generation", now + dt.timedelta(days=8)).reason == "withdrawn"
