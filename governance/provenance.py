@@ -147,12 +147,15 @@ def _result(path: Path, state: str | None, results: dict, manifest: dict) -> Pro
     active = results.get("activeManifest", {})
     failures = [item["code"] for item in active.get("failure", [])]
     informational = [item["code"] for item in active.get("informational", [])]
+    # signingCredential.* failures (unknown root, expired, revoked) are about who signed, not what.
+    tampering = [code for code in failures if not code.startswith("signingCredential.")]
     if state == "Trusted":
         status, detail = "trusted", "signature valid, certificate chains to a configured trust anchor"
-    elif state == "Invalid" or any(code != "signingCredential.untrusted" for code in failures):
-        status, detail = "tampered", "manifest or pixels do not match the signature: " + ", ".join(failures)
+    elif tampering or (state == "Invalid" and not failures):
+        status, detail = "tampered", "manifest or pixels do not match the signature: " + ", ".join(tampering)
     else:
-        status, detail = "untrusted", "signature valid but the certificate does not chain to a configured trust anchor"
+        status = "untrusted"
+        detail = "signature valid, but the signing certificate is not trusted: " + ", ".join(failures)
     assertions = {a["label"]: a.get("data", {}) for a in manifest.get("assertions", [])}
     consent = assertions.get(CONSENT_ASSERTION, {})
     actions = (assertions.get("c2pa.actions.v2") or assertions.get("c2pa.actions") or {}).get("actions", [])
