@@ -30,7 +30,7 @@ def load_base_pipeline(base: str | Path, torch_dtype=None) -> StableDiffusionPip
     """A user-supplied Stable Diffusion folder (diffusers layout) or HF-cache id; never downloads."""
     try:
         return StableDiffusionPipeline.from_pretrained(
-            str(base), torch_dtype=torch_dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False,
+            str(base), dtype=torch_dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False,
         )
     except (OSError, ValueError) as error:
         raise FileNotFoundError(
@@ -58,7 +58,7 @@ class IDAdapterPipeline:
         pipe = load_base_pipeline(base, torch_dtype)
         if image_encoder is not None:
             pipe.register_modules(
-                image_encoder=CLIPVisionModelWithProjection.from_pretrained(str(image_encoder), torch_dtype=torch_dtype, local_files_only=True),
+                image_encoder=CLIPVisionModelWithProjection.from_pretrained(str(image_encoder), dtype=torch_dtype, local_files_only=True),
                 feature_extractor=CLIPImageProcessor.from_pretrained(str(image_encoder), local_files_only=True),
             )
         pipe.to(device)

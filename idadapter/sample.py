@@ -1,0 +1,153 @@
+"""Generate avatars of one consenting subject from one photo, signed and logged.
+
+    python -m idadapter.sample --base PATH --adapter PATH --photo X.jpg --subject ID \\
+        --prompt "a photo of a woman on a beach" -n 4 --out DIR
+
+Order of work: the consent gate first (avatar-generation for --subject; a refusal is logged, printed
+and exits 3 before the photo is opened), then generation; each PNG is C2PA-signed and logged in the
+audit log before its line is appended to DIR/manifest.jsonl (the run manifest of docs/contracts.md,
+which `python -m eval.score` and `python -m eval.report` read). The reference photo is copied into
+DIR/refs/ so that the manifest's paths stay inside DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from governance import Actor, ConsentRefused, GovernanceContext, Purpose
+
+from . import __version__
+from .pipeline import IDAdapterPipeline, NoFaceInReference
+
+EXIT_REFUSED = 3
+EXIT_BAD_INPUT = 2
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="idadapter.sample", description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="Stable Diffusion folder (diffusers layout) or local HF-cache id")
+    parser.add_argument("--adapter", required=True, help="adapter folder or .safetensors file")
+    parser.add_argument("--image-encoder", help="CLIP vision folder (default: the base folder's image_encoder)")
+    parser.add_argument("--photo", required=True, help="the subject's reference photo")
+    parser.add_argument("--subject", required=True, help="the subject's id in the consent registry")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--class-noun", default="person", help='"woman", "man", ...: the word the identity token follows')
+    parser.add_argument("--category", default="identity",
+                        help="prompt category for the manifest: identity, expression, style, scene, ...")
+    parser.add_argument("--negative-prompt")
+    parser.add_argument("-n", "--num-images", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--scale", type=float, default=1.0, help="adapter scale β (0: the plain base model)")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--out", required=True, help="output folder (images/, refs/, manifest.jsonl)")
+    parser.add_argument("--system", default="idadapter-v1", help="system name in the manifest")
+    parser.add_argument("--governance", help="governance.toml (default: $GOVERNANCE_CONFIG, else ./governance.toml)")
+    parser.add_argument("--actor", default="idadapter-sampler", help="who runs this, for the audit log")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                        help="default: float16 on CUDA, float32 on CPU")
+    return parser.parse_args(argv)
+
+
+def _copy_reference(photo: Path, out: Path, subject: str) -> str:
+    digest = hashlib.sha256(photo.read_bytes()).hexdigest()[:12]
+    relative = Path("refs") / f"{subject}_{digest}{photo.suffix.lower()}"
+    target = out / relative
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, target)
+    return relative.as_posix()
+
+
+def _free_image_paths(out: Path, subject: str, count: int) -> list[Path]:
+    """count new image paths that do not overwrite an earlier run's images."""
+    folder = out / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, index = [], 0
+    while len(paths) < count:
+        candidate = folder / f"{subject}_{index:04d}.png"
+        if not candidate.exists():
+            paths.append(candidate)
+        index += 1
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    gov = GovernanceContext.load(args.governance)
+    actor = Actor(args.actor, "operator")
+    try:
+        record_id = gov.authorize(args.subject, Purpose.AVATAR_GENERATION, actor=actor)
+    except ConsentRefused as refusal:
+        print(f"idadapter.sample: refused — no avatar-generation consent for subject {args.subject!r}: "
+              f"{refusal.decision.reason}. Nothing was read or generated; the refusal is in the audit log.",
+              file=sys.stderr)
+        return EXIT_REFUSED
+
+    photo_path = Path(args.photo)
+    try:
+        photo = Image.open(photo_path).convert("RGB")
+    except (OSError, ValueError) as error:
+        print(f"idadapter.sample: {photo_path}: cannot read the photo ({error})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    photo.filename = str(photo_path)
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
+        args.dtype or ("float16" if args.device.startswith("cuda") else "float32"))
+    pipeline = IDAdapterPipeline.from_pretrained(args.base, args.adapter, image_encoder=args.image_encoder,
+                                                 torch_dtype=dtype, device=args.device)
+    seeds = [args.seed + i for i in range(args.num_images)]
+    images = pipeline(
+        photo, args.prompt, class_noun=args.class_noun, adapter_scale=args.scale, negative_prompt=args.negative_prompt,
+        num_images_per_prompt=args.num_images, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        generator=[torch.Generator(args.device).manual_seed(s) for s in seeds], height=args.height, width=args.width,
+    ).images
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = _copy_reference(photo_path, out, args.subject)
+    generator_info = {"name": "idadapter", "version": __version__,
+                      "trained_with": [pipeline.adapter.config.recognizer], "adapter_scale": args.scale}
+    with (out / MANIFEST_NAME).open("a") as manifest:
+        for image, seed, path in zip(images, seeds, _free_image_paths(out, args.subject, len(images))):
+            partial = path.with_suffix(".unsigned.png")
+            image.save(partial)
+            try:
+                gov.sign_output(partial, subject=args.subject, consent_record_id=record_id, generator="idadapter",
+                                model_version=__version__, actor=actor, dest=path)
+            finally:
+                partial.unlink()
+            manifest.write(json.dumps({
+                "system": args.system, "subject": args.subject, "references": [reference], "prompt": args.prompt,
+                "prompt_category": args.category, "seed": seed, "image": path.relative_to(out).as_posix(),
+                "generator": generator_info,
+            }) + "\n")
+            manifest.flush()
+    gov.audit_log.checkpoint()
+    print(f"{len(images)} signed images of {args.subject} in {out / 'images'}; manifest {out / MANIFEST_NAME}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except ConsentRefused as refusal:  # consent withdrawn while generating: the signer refuses
+        print(f"idadapter.sample: refused while signing: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (FileNotFoundError, NoFaceInReference, ValueError) as error:
+        print(f"idadapter.sample: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The sampler CLI end to end: consent gate, C2PA signing, audit log, and a manifest eval reads."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eval.manifest import read_manifest
+from governance import Actor, GovernanceContext, Purpose, new_record
+from governance.demo import create_demo_governance
+from idadapter.sample import EXIT_REFUSED, main
+from idadapter.testing import tiny_adapter
+from idadapter.weights import save_adapter
+
+
+@pytest.fixture
+def workspace(tmp_path, pipe):
+    gov = create_demo_governance(tmp_path / "gov", ["macron"])
+    gov.record_consent(new_record("tester", [Purpose.AVATAR_GENERATION, Purpose.EVALUATION],
+                                  controller="test studio", jurisdiction="EU", actor="registrar"),
+                       actor=Actor("registrar", "operator"))
+    save_adapter(tmp_path / "adapter", tiny_adapter(pipe, gate=0.5), pipe.unet)
+    return tmp_path
+
+
+def sample_args(workspace, tiny_base, subject, photo, *extra):
+    return ["--base", str(tiny_base), "--adapter", str(workspace / "adapter"), "--photo", str(photo),
+            "--subject", subject, "--prompt", "a photo of a woman smiling", "--class-noun", "woman",
+            "--category", "expression", "-n", "2", "--steps", "2", "--out", str(workspace / "out"),
+            "--governance", str(workspace / "gov" / "governance.toml"), *extra]
+
+
+def test_a_subject_with_evaluation_only_consent_is_refused_before_the_photo_is_read(workspace, tiny_base, capsys):
+    missing_photo = workspace / "never-read.jpg"  # does not exist: a refusal must come before any read
+    assert main(sample_args(workspace, tiny_base, "macron", missing_photo)) == EXIT_REFUSED
+    error = capsys.readouterr().err
+    assert "no avatar-generation consent for subject 'macron'" in error and "purpose not granted" in error
+    assert not (workspace / "out").exists()
+    gov = GovernanceContext.load(workspace / "gov" / "governance.toml")
+    last = gov.audit_log.entries()[-1]
+    assert (last["action"], last["subject"], last["outcome"]) == ("consent.check", "macron", "refused")
+    assert gov.verify_audit_log().ok
+
+
+def test_an_unknown_subject_is_refused(workspace, tiny_base, faces_dir, capsys):
+    assert main(sample_args(workspace, tiny_base, "nobody", faces_dir / "biden.jpg")) == EXIT_REFUSED
+    assert "'nobody'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_consenting_subject_gets_signed_logged_images_and_a_manifest_the_report_renders(workspace, tiny_base, faces_dir):
+    assert main(sample_args(workspace, tiny_base, "tester", faces_dir / "ardern_2018.jpg", "--seed", "5")) == 0
+    out = workspace / "out"
+    manifest = read_manifest(out / "manifest.jsonl")
+    assert not manifest.errors and len(manifest.entries) == 2
+    assert [e.seed for e in manifest.entries] == [5, 6]
+    entry = manifest.entries[0]
+    assert (entry.system, entry.subject, entry.prompt_category) == ("idadapter-v1", "tester", "expression")
+    assert entry.generator.trained_with == ["sface"]
+    assert (out / entry.references[0]).is_file() and entry.references[0].startswith("refs/")
+    images = [out / e.image for e in manifest.entries]
+    assert not list(out.glob("images/*.unsigned.png"))
+
+    gov = GovernanceContext.load(workspace / "gov" / "governance.toml")
+    results = gov.verify_provenance(images)
+    assert [r.status for r in results] == ["trusted", "trusted"]
+    assert {r.generator for r in results} == {"idadapter"}
+    assert gov.verify_audit_log().ok
+    signed = [e for e in gov.audit_log.entries() if e["action"] == "provenance.sign"]
+    assert [e["subject"] for e in signed] == ["tester", "tester"]
+    assert gov.audit_dir(out / "images").ok
+
+    # a second run adds images and manifest lines without touching the first run's
+    first = {p.name: p.read_bytes() for p in images}
+    assert main(sample_args(workspace, tiny_base, "tester", faces_dir / "ardern_2018.jpg", "--seed", "9")) == 0
+    assert all((out / "images" / name).read_bytes() == data for name, data in first.items())
+    assert len(read_manifest(out / "manifest.jsonl").entries) == 4
+
+    report = workspace / "report.html"
+    result = subprocess.run([sys.executable, "-m", "eval.report", str(out / "manifest.jsonl"), "--out", str(report),
+                             "--governance", str(workspace / "gov" / "governance.toml")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tester" in report.read_text()
