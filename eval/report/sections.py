@@ -164,13 +164,6 @@ def image_grids(run: ReviewRun, progress: bool = False) -> dict[str, list[Subjec
     return grids
 
 
-@dataclass
-class CalibrationView:
-    source: str
-    thresholds: list[tuple[str, float, str]]  # (recognizer, threshold, how it was chosen)
-    curves: dict[str, dict]  # recognizer -> fpr/tpr/auc/threshold point, for the ROC plot
-
-
 def comparison_rows(comparison: Comparison) -> list[dict]:
     rows = []
     for key, delta in comparison.deltas.items():
