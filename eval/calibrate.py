@@ -68,6 +68,7 @@ def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_far: float
         "n_impostor": int(len(impostor)),
         "roc": {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist(),
                 "thresholds": [None if not np.isfinite(t) else round(float(t), 6) for t in thresholds]},
+        "scores": {"genuine": np.round(genuine, 6).tolist(), "impostor": np.round(impostor, 6).tolist()},
     }
 
 
@@ -77,15 +78,24 @@ def plot_roc(calibration: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(5, 4.5), dpi=120)
-    for name, entry in calibration["recognizers"].items():
+    figure, (axes, spread) = plt.subplots(1, 2, figsize=(10, 4.5), dpi=120)
+    names = list(calibration["recognizers"])
+    for position, name in enumerate(names):
+        entry = calibration["recognizers"][name]
         line, = axes.plot(entry["roc"]["fpr"], entry["roc"]["tpr"], drawstyle="steps-post",
                           label=f"{name} (AUC {entry['auc']:.3f}, t={entry['threshold']:.3f})")
         axes.plot(entry["far"], 1 - entry["frr"], "o", color=line.get_color())
+        for offset, kind, marker in ((-0.12, "genuine", "o"), (0.12, "impostor", "x")):
+            values = entry["scores"][kind]
+            spread.plot([position + offset] * len(values), values, marker, color=line.get_color(), alpha=0.7,
+                        linestyle="none", label=f"{name} {kind}")
+        spread.hlines(entry["threshold"], position - 0.3, position + 0.3, color=line.get_color(), linestyle="--")
     axes.axvline(calibration["target_far"], color="grey", linestyle=":", label=f"target FAR {calibration['target_far']}")
     axes.set(xlabel="false accept rate", ylabel="true accept rate", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
              title=f"ROC: {calibration['n_genuine_pairs']} genuine / {calibration['n_impostor_pairs']} impostor pairs")
     axes.legend(loc="lower right", fontsize=8)
+    spread.set_xticks(range(len(names)), names)
+    spread.set(ylabel="similarity", title="pair similarities (o genuine, x impostor; -- threshold)")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

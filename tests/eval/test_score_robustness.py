@@ -38,7 +38,7 @@ def troubled_run(tmp_path_factory, faces_dir):
     (root / "outside.jpg").write_bytes((faces_dir / "sunak.jpg").read_bytes())
     (run / "link.jpg").symlink_to(root / "outside.jpg")
     lines = [
-        _line("good.jpg"),
+        _line("good.jpg", generator={"name": "idadapter", "trained_with": ["sface"]}),
         _line("two_faces.png", seed=1),
         _line("no_face.png", seed=2),
         _line("not_an_image.png", seed=3),
@@ -76,6 +76,10 @@ def test_malformed_lines_are_reported_with_their_numbers(troubled_scores):
     assert sorted(errors) == [8, 9]
     assert "escapes" in errors[9]
     assert troubled_scores.summary["manifest_errors"][0]["line"] == 8
+
+
+def test_summary_says_which_recognizers_the_generator_was_trained_with(troubled_scores):
+    assert troubled_scores.summary["trained_with"] == {"s": ["sface"]}
 
 
 def test_rates_count_readable_images(troubled_scores):
