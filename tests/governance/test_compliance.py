@@ -100,7 +100,9 @@ def test_demo_governance_refuses_avatar_generation(tmp_path):
         assert status["training"].reason == "purpose not granted"
     with pytest.raises(ConsentRefused, match="obama / avatar-generation .*refused: purpose not granted"):
         gov.authorize("obama", Purpose.AVATAR_GENERATION, actor=SAMPLER)
-    again = create_demo_governance(tmp_path / "demo", subjects)  # idempotent
+    assert main(["demo-init", str(tmp_path / "demo"), "sunak", "lula"]) == 0  # idempotent, extendable
+    again = GovernanceContext.load(tmp_path / "demo" / "governance.toml")
+    assert again.consent_status("lula")["evaluation"].allowed
     assert len(again.registry.records_for("obama")) == 1
     assert again.verify_audit_log().ok
 

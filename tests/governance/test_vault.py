@@ -138,3 +138,21 @@ def test_concurrent_first_puts_share_one_data_key(gov, consented, operator):
     assert [gov.vault.read("alice", file_id, purpose="evaluation", actor=operator) for file_id in ids] == [
         PHOTO + bytes([i]) for i in range(8)]
     assert gov.verify_audit_log().ok
+
+
+def test_cli_rotate_and_backup(gov, consented, operator, tmp_path, capsys):
+    from governance.__main__ import main
+    config = ["--config", str(gov.config.audit_log.parents[1] / "governance.toml")]
+    file_id = gov.vault.put("alice", PHOTO, purpose="evaluation", actor=operator)
+    old_key = gov.config.master_key.read_text()
+    assert main([*config, "vault", "rotate"]) == 2
+    assert "role 'operator' lacks permission 'rotate'" in capsys.readouterr().err
+    assert main([*config, "--role", "admin", "vault", "rotate"]) == 0
+    assert "re-wrapped 1 data keys" in capsys.readouterr().out
+    assert gov.config.master_key.read_text() != old_key
+    assert not gov.config.master_key.with_name("master.key.new").exists()
+    assert main([*config, "vault", "read", file_id, "--subject", "alice", "--purpose", "evaluation",
+                 "--out", str(tmp_path / "back.jpg")]) == 0
+    assert (tmp_path / "back.jpg").read_bytes() == PHOTO
+    assert main([*config, "vault", "backup", str(tmp_path / "backup")]) == 0
+    assert [p.name for p in (tmp_path / "backup").rglob("*") if p.is_file()] == [file_id]
