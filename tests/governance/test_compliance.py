@@ -103,7 +103,7 @@ def test_demo_governance_refuses_avatar_generation(tmp_path):
     assert main(["demo-init", str(tmp_path / "demo"), "sunak", "lula"]) == 0  # idempotent, extendable
     again = GovernanceContext.load(tmp_path / "demo" / "governance.toml")
     assert again.consent_status("lula")["evaluation"].allowed
-    assert len(again.registry.records_for("obama")) == 1
+    assert len(again.registry.records_for("sunak")) == 1
     assert again.verify_audit_log().ok
 
 
