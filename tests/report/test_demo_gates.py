@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from eval.report.gates import evaluate_gates
+from eval.report.render import render_report
+from eval.report.review import prepare_review
 from eval.report.run import DEMO_STAND_IN
 
 pytestmark = pytest.mark.slow  # builds and scores the demo (about 10 s the first time in a process)
@@ -84,3 +86,20 @@ def test_gating_the_impostor_fails_pytest_benchmarks_with_the_numbers_in_junit(t
         assert part in failure.get("message")
     skipped = cases["test_gate[governance_provenance]"].find("skipped")
     assert skipped is not None and "real photographs" in skipped.get("message")
+
+
+def test_the_same_photos_as_an_ordinary_run_fail_provenance_and_consent(demo_run, gate_spec):
+    """Only the demo itself is a stand-in: its scores folder read as a run, with the demo's
+    governance workspace, is judged like any generator's output."""
+    config = demo_run.scores_dir.parent.parent / "governance" / "governance.toml"
+    review = prepare_review(demo_run.scores_dir, system="ideal", governance=config, progress=False)
+    assert review.run.stand_in is None
+    assert all(Path(path).is_file() for path in review.run.scores["image"].map(review.run.path_of))
+    results = {gate.gate: gate for gate in review.gates()}
+    assert results["governance_provenance"].verdict == "fail"
+    assert "(no-manifest)" in results["governance_provenance"].detail
+    assert results["governance_consent"].verdict == "fail"
+    assert "purpose not granted" in results["governance_consent"].detail
+    assert results["id_sim_sface"].verdict == "pass"
+    html = render_report(review.run, gate_spec)  # references read back from parquet
+    assert 'alt="reference macron_2014.jpg"' in html and 'class="missing"' not in html
