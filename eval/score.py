@@ -30,7 +30,7 @@ from eval.scoring.clip_score import ClipScorer, cosine
 from eval.scoring.face_diversity import FaceLpips
 from eval.scoring.identity import (COPY_MAX_PITCH, COPY_MAX_YAW, COPY_SIMILARITY, id_similarities,
                                    is_copy_paste, reference_profile)
-from eval.scoring.summary import metric_keys, summarize_systems_cached
+from eval.scoring.summary import metric_keys, recognizer_agreement, summarize_systems_cached
 
 @dataclass
 class ScoreResult:
@@ -233,6 +233,7 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
         "models": [REGISTER[model].as_dict() for model in dict.fromkeys(model_ids)],
         "status_counts": dict(Counter(scores["status"])),
         "manifest_errors": [{"line": e.line, "reason": e.reason} for e in manifest.errors],
+        "recognizer_agreement": recognizer_agreement(scores, recognizers),
         "systems": summarize_systems_cached(result_cache, scores, face_div_sets, recognizers, unavailable),
     }
     _atomic_write(out_dir / "scores.parquet", lambda p: scores.to_parquet(p, index=False))
