@@ -21,7 +21,7 @@ NOT_FOR_PRODUCTION = "LOCAL TEST PKI - NOT FOR PRODUCTION"
 
 
 @dataclass(frozen=True)
-class TestPki:
+class LocalPki:
     root_cert: Path
     root_key: Path
     signing_cert: Path
@@ -80,7 +80,7 @@ def _issue_signer(root: x509.Certificate, root_key: ec.EllipticCurvePrivateKey,
     )
 
 
-def init_test_pki(directory: str | Path, *, root_name: str = "idavatar test root CA") -> TestPki:
+def init_test_pki(directory: str | Path, *, root_name: str = "idavatar test root CA") -> LocalPki:
     """Create a test root CA and an ES256 signing certificate issued by it in ``directory``.
 
     Files: ``root.pem`` (the trust anchor to configure), ``root.key``, ``signer.pem`` (signing
@@ -94,7 +94,7 @@ def init_test_pki(directory: str | Path, *, root_name: str = "idavatar test root
     signer_key = ec.generate_private_key(ec.SECP256R1())
     signer = _issue_signer(root, root_key, signer_key, now)
 
-    pki = TestPki(directory / "root.pem", directory / "root.key",
+    pki = LocalPki(directory / "root.pem", directory / "root.key",
                   directory / "signer.pem", directory / "signer.key")
     pki.root_cert.write_bytes(root.public_bytes(serialization.Encoding.PEM))
     _write_private_key(pki.root_key, root_key)
