@@ -93,7 +93,8 @@ class ConsentRecord(BaseModel):
     schema_version: Literal["1.0.0"] = SCHEMA_VERSION
     pii_principal_id: SubjectId
     pii_controller: Controller
-    purposes: list[Purpose] = Field(min_length=1)
+    purposes: list[Purpose] = Field(min_length=1, json_schema_extra={
+        "x-dpv-purpose": {purpose.value: dpv for purpose, dpv in DPV_PURPOSE.items()}})
     lawful_basis: LawfulBasis = LawfulBasis.CONSENT
     pii_categories: list[DataCategory] = Field(default_factory=lambda: [DataCategory.FACIAL])
     retention: dt.timedelta = Field(description="How long photos are kept after the validity window ends.")

@@ -94,10 +94,6 @@ class ConsentRegistry:
                               (subject,)).fetchall()
             return [self._load(db, record_id, body) for record_id, body in rows]
 
-    def subjects(self) -> list[str]:
-        with self._transaction() as db:
-            return [row[0] for row in db.execute("SELECT DISTINCT subject FROM records ORDER BY subject")]
-
     @staticmethod
     def _load(db: sqlite3.Connection, record_id: str, body: str) -> ConsentRecord:
         events = [json.loads(row[0]) for row in db.execute(

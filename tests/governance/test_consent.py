@@ -44,6 +44,7 @@ def test_json_schema_lists_the_27560_fields_and_dpv_values():
             "events"} <= set(schema["properties"])
     rendered = json.dumps(schema)
     assert "dpv:ConsentWithdrawn" in rendered and "dpv:Consent" in rendered and "avatar-generation" in rendered
+    assert schema["properties"]["purposes"]["x-dpv-purpose"]["training"] == "dpv:ResearchAndDevelopment"
 
 
 @settings(max_examples=200, deadline=None)
