@@ -221,7 +221,10 @@ class AuditLog:
         start = self._last_line_start(fd, size)
         fragment = os.pread(fd, size - start, start)
         quarantine = self.path.with_name(f"{self.path.name}.torn-{start}")
-        quarantine.write_bytes(fragment)
+        with open(quarantine, "wb") as handle:  # durable before the log lets go of the fragment
+            handle.write(fragment)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.ftruncate(fd, start)
         seq, prev = self._tail_state(fd)
         self._write_entry(fd, seq + 1, prev, actor="governance.audit_log", role=None,
