@@ -48,9 +48,11 @@ def _gov(args) -> GovernanceContext:
     return GovernanceContext.load(args.config)
 
 
-def _actor(args, permission: Permission) -> Actor:
+def _actor(args, permission: Permission | None = None) -> Actor:
+    """The acting user; with ``permission``, checked up front (library calls check their own)."""
     actor = Actor(args.actor, args.role)
-    actor.require(permission)
+    if permission is not None:
+        actor.require(permission)
     return actor
 
 
@@ -80,7 +82,7 @@ def cmd_demo_init(args) -> int:
 
 def cmd_consent_give(args) -> int:
     gov = _gov(args)
-    actor = Actor(args.actor, args.role)
+    actor = _actor(args)
     record = gov.record_consent(new_record(
         args.subject, [Purpose(p) for p in args.purpose], controller=gov.config.controller,
         jurisdiction=args.jurisdiction or gov.config.jurisdiction, actor=actor.name, valid_from=args.valid_from,
@@ -93,7 +95,7 @@ def cmd_consent_give(args) -> int:
 
 def cmd_consent_withdraw(args) -> int:
     gov = _gov(args)
-    withdrawn = gov.vault.withdraw(args.subject, actor=Actor(args.actor, args.role), reason=args.reason)
+    withdrawn = gov.vault.withdraw(args.subject, actor=_actor(args), reason=args.reason)
     gov.audit_log.checkpoint()
     print(f"withdrawn: {', '.join(withdrawn) or 'no record in force'}; {args.subject}'s data key crypto-shredded")
     return 0
@@ -129,7 +131,7 @@ def cmd_consent_schema(args) -> int:
 def cmd_vault_put(args) -> int:
     gov = _gov(args)
     file_id = gov.vault.put(args.subject, Path(args.file).read_bytes(), purpose=args.purpose,
-                            actor=Actor(args.actor, args.role))
+                            actor=_actor(args))
     gov.audit_log.checkpoint()
     print(file_id)
     return 0
@@ -137,7 +139,7 @@ def cmd_vault_put(args) -> int:
 
 def cmd_vault_read(args) -> int:
     gov = _gov(args)
-    photo = gov.vault.read(args.subject, args.file_id, purpose=args.purpose, actor=Actor(args.actor, args.role))
+    photo = gov.vault.read(args.subject, args.file_id, purpose=args.purpose, actor=_actor(args))
     gov.audit_log.checkpoint()
     Path(args.out).write_bytes(photo)
     print(f"{args.out}: {len(photo)} bytes")
@@ -150,16 +152,17 @@ def cmd_vault_list(args) -> int:
 
 
 def cmd_vault_rotate(args) -> int:
+    actor = _actor(args, Permission.ROTATE)  # before any new key is made
     gov = _gov(args)
     if gov.config.master_key is None:
-        raise ValueError(f"master key comes from the environment; rotate it with the library "
-                         f"(PhotoVault.rotate_master_key) and update ${CONFIG_ENV}'s key source")
+        raise ValueError("the master key comes from the environment: rotate it with the library "
+                         "(PhotoVault.rotate_master_key) and update the variable")
     key_path = gov.config.master_key
     # The new key is kept beside the old one until every data key is re-wrapped, so an
     # interrupted rotation can be rerun.
     pending = key_path.with_name(key_path.name + ".new")
     new_key = LocalMasterKey.from_file(pending) if pending.exists() else LocalMasterKey.generate_file(pending)
-    count = gov.vault.rotate_master_key(new_key, actor=Actor(args.actor, args.role))
+    count = gov.vault.rotate_master_key(new_key, actor=actor)
     os.replace(pending, key_path)
     gov.audit_log.checkpoint()
     print(f"re-wrapped {count} data keys under master key {new_key.key_id}; photos untouched")
@@ -193,7 +196,7 @@ def cmd_provenance_sign(args) -> int:
     gov = _gov(args)
     signed = gov.sign_output(args.image, dest=args.out, subject=args.subject, consent_record_id=args.consent_record,
                              generator=args.generator, model_version=args.model_version,
-                             actor=Actor(args.actor, args.role))
+                             actor=_actor(args))
     gov.audit_log.checkpoint()
     print(f"signed: {signed}")
     return 0

@@ -147,6 +147,7 @@ def test_cli_rotate_and_backup(gov, consented, operator, tmp_path, capsys):
     old_key = gov.config.master_key.read_text()
     assert main([*config, "vault", "rotate"]) == 2
     assert "role 'operator' lacks permission 'rotate'" in capsys.readouterr().err
+    assert not gov.config.master_key.with_name("master.key.new").exists()
     assert main([*config, "--role", "admin", "vault", "rotate"]) == 0
     assert "re-wrapped 1 data keys" in capsys.readouterr().out
     assert gov.config.master_key.read_text() != old_key
