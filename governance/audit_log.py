@@ -29,6 +29,7 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from tqdm import tqdm
 
 from governance.checkpoint import Checkpoint, CheckpointError, CheckpointStore
 from governance.merkle import MerkleTree
@@ -37,6 +38,7 @@ GENESIS = "sha256:" + "0" * 64
 OUTCOMES = ("ok", "refused", "error")
 _FIELDS = {"seq", "time", "actor", "role", "action", "subject", "object", "outcome", "details", "prev", "sig"}
 _TAIL_CHUNK = 1 << 16
+_PROGRESS_BYTES = 8 << 20  # show a progress bar when verifying logs from 8 MiB (~30,000 entries)
 
 
 class TornTailWarning(UserWarning):
@@ -283,16 +285,20 @@ class AuditLog:
             checkpoints[checkpoint.size] = checkpoint
         tree = MerkleTree()
         prev = GENESIS
-        for seq, line in enumerate(self._complete_lines(), start=1):
-            problem = self._check_line(line, seq, prev)
-            if problem:
-                return AuditVerification(False, tree.size, len(checkpoints), seq, problem)
-            tree.append(line)
-            prev = line_hash(line)
-            expected = checkpoints.get(tree.size)
-            if expected and expected.root_hash != tree.root():
-                return AuditVerification(False, tree.size, len(checkpoints), None,
-                                         f"the first {tree.size} entries do not match their signed checkpoint")
+        size = self.path.stat().st_size if self.path.exists() else 0
+        with tqdm(total=size, unit="B", unit_scale=True, desc="audit verify",
+                  disable=size < _PROGRESS_BYTES) as progress:
+            for seq, line in enumerate(self._complete_lines(), start=1):
+                progress.update(len(line) + 1)
+                problem = self._check_line(line, seq, prev)
+                if problem:
+                    return AuditVerification(False, tree.size, len(checkpoints), seq, problem)
+                tree.append(line)
+                prev = line_hash(line)
+                expected = checkpoints.get(tree.size)
+                if expected and expected.root_hash != tree.root():
+                    return AuditVerification(False, tree.size, len(checkpoints), None,
+                                             f"the first {tree.size} entries do not match their signed checkpoint")
         torn = self._find_torn_tail()
         if torn:
             return AuditVerification(False, tree.size, len(checkpoints), torn.line,
