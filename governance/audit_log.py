@@ -297,8 +297,11 @@ class AuditLog:
                 prev = line_hash(line)
                 expected = checkpoints.get(tree.size)
                 if expected and expected.root_hash != tree.root():
-                    return AuditVerification(False, tree.size, len(checkpoints), None,
-                                             f"the first {tree.size} entries do not match their signed checkpoint")
+                    matched = max((n for n in checkpoints if n < tree.size), default=0)
+                    return AuditVerification(
+                        False, tree.size, len(checkpoints), None,
+                        f"the first {tree.size} entries do not match their signed checkpoint: history was "
+                        f"rewritten with the signing key, at or after entry {matched + 1}")
         torn = self._find_torn_tail()
         if torn:
             return AuditVerification(False, tree.size, len(checkpoints), torn.line,
