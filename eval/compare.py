@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.scoring.rows import FACE_STATUSES
 from eval.stats import paired_difference
 
 KEYS = ["subject", "prompt", "seed"]
@@ -21,7 +22,7 @@ KEYS = ["subject", "prompt", "seed"]
 
 def per_image_metrics(scores: pd.DataFrame) -> pd.DataFrame:
     """The per-image values whose means are the summary's metrics (NaN where undefined)."""
-    faces = scores["status"].isin(["ok", "multi_face"])
+    faces = scores["status"].isin(FACE_STATUSES)
     readable = scores["status"] != "error"
     metrics = pd.DataFrame(index=scores.index)
     for column in [c for c in scores.columns if c.startswith("id_sim_")]:

@@ -14,23 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from eval.cache import ResultCache, open_cache
 from eval.calibrate import load_thresholds
 from eval.faces import FaceAnalyzer, default_threshold
-from eval.manifest import Manifest, ManifestEntry, ManifestError, read_manifest
+from eval.manifest import Manifest, ManifestError, read_manifest
 from eval.models import REGISTER
 from eval.scoring import MetricUnavailable
 from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, default_recognizers
-from eval.scoring.clip_score import ClipScorer, cosine
-from eval.scoring.face_diversity import FaceLpips
-from eval.scoring.identity import (COPY_MAX_PITCH, COPY_MAX_YAW, COPY_SIMILARITY, id_similarities,
-                                   is_copy_paste, reference_profile)
+from eval.scoring.clip_score import ClipScorer, add_clip_columns
+from eval.scoring.face_diversity import SET_COLUMNS, FaceLpips, face_div_sets
+from eval.scoring.identity import COPY_MAX_PITCH, COPY_MAX_YAW, COPY_SIMILARITY
+from eval.scoring.rows import FACE_STATUSES, manifest_rows, score_identity, typed_table
 from eval.scoring.summary import metric_keys, recognizer_agreement, summarize_systems_cached
+
 
 @dataclass
 class ScoreResult:
@@ -52,78 +51,12 @@ class ScoreResult:
         return self.out_dir / "summary.json"
 
 
-def _inside(root: Path, relative: str) -> Path:
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise ValueError(f"{relative} resolves outside the manifest's folder (symbolic link?)")
-    return path
-
-
-def _row(entry: ManifestEntry, line: int) -> dict:
-    return {"line": line, "system": entry.system, "subject": entry.subject, "prompt": entry.prompt,
-            "prompt_category": entry.prompt_category, "seed": entry.seed, "image": entry.image,
-            "references": json.dumps(entry.references), "status": "error", "error": None, "n_faces": 0}
-
-
-def _score_identity(row: dict, image: ImageRecord, references: list[ImageRecord], recognizers: list[str]) -> None:
-    row["n_faces"] = image.n_faces
-    if not image.readable:
-        row["error"] = image.error or "cannot read image"
-        return
-    try:
-        reference = reference_profile(references, recognizers)
-    except ValueError as error:
-        row["error"] = f"reference: {error}"
-        return
-    if not image.has_face:
-        row["status"], row["error"] = "no_face", image.error or "no face detected"
-        return
-    row["status"] = "multi_face" if image.n_faces > 1 else "ok"
-    similarities = id_similarities(image, reference)
-    row.update({f"id_sim_{name}": value for name, value in similarities.items()})
-    row.update(expr_label=image.expression, ref_expr_label=reference.expression,
-               yaw=image.yaw, pitch=image.pitch, roll=image.roll)
-    if image.expression and reference.expression:
-        row["expr_changed"] = image.expression != reference.expression
-    if image.yaw is not None and reference.yaw is not None:
-        row["d_yaw"], row["d_pitch"] = image.yaw - reference.yaw, image.pitch - reference.pitch
-    row["copy_paste"] = is_copy_paste(similarities, row.get("d_yaw"), row.get("d_pitch"))
-
-
-def _clip_columns(rows: list[dict], images: list[ImageRecord | None], references: list[list[ImageRecord]],
-                  scorer: ClipScorer, cache: ResultCache) -> None:
-    readable = {r.sha256: r.path for r in [*images, *(x for refs in references for x in refs)] if r and r.readable}
-    image_vectors = scorer.image_embeddings(readable, cache)
-    text_vectors = scorer.text_embeddings([row["prompt"] for row in rows], cache)
-    for row, image, refs in zip(rows, images, references):
-        if image is None or image.sha256 not in image_vectors:
-            continue
-        vector = image_vectors[image.sha256]
-        row["clip_t"] = cosine(vector, text_vectors[row["prompt"]])
-        ref_vectors = [image_vectors[r.sha256] for r in refs if r.sha256 in image_vectors]
-        if ref_vectors:
-            row["clip_i"] = float(np.mean([cosine(vector, ref) for ref in ref_vectors]))
-
-
-def _face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], lpips: FaceLpips,
-                   cache: ResultCache) -> pd.DataFrame:
-    with_face = scores["status"].isin(["ok", "multi_face"]).to_numpy()
-    sets = []
-    for (system, subject, prompt), group in scores[with_face].groupby(["system", "subject", "prompt"], sort=False):
-        crops = [images[i].aligned for i in group.index]
-        value = lpips.mean_pairwise(crops, cache)
-        if value is not None:
-            sets.append({"system": system, "subject": subject, "prompt": prompt,
-                         "prompt_category": group["prompt_category"].iloc[0], "face_div_lpips": value})
-    return pd.DataFrame(sets, columns=["system", "subject", "prompt", "prompt_category", "face_div_lpips"])
-
-
 def _write_crops(scores: pd.DataFrame, images: list[ImageRecord | None], out_dir: Path) -> None:
     crops_dir = out_dir / "crops"
     crops_dir.mkdir(parents=True, exist_ok=True)
     column = []
     for image, status in zip(images, scores["status"]):
-        if image is None or image.aligned is None or status not in ("ok", "multi_face"):
+        if image is None or image.aligned is None or status not in FACE_STATUSES:
             column.append(None)
             continue
         name = f"crops/{image.sha256[:20]}.png"
@@ -148,11 +81,20 @@ def _thresholds(recognizers: list[str], thresholds: str | Path | dict | None) ->
     return chosen, "given" if isinstance(thresholds, dict) else str(thresholds)
 
 
+def _trained_with(manifest: Manifest) -> dict[str, list[str]]:
+    """{system: recognizers its generator was trained with}, from the manifest's generator metadata."""
+    found: dict[str, set[str]] = {}
+    for entry in manifest.entries:
+        if entry.generator and entry.generator.trained_with:
+            found.setdefault(entry.system, set()).update(entry.generator.trained_with)
+    return {system: sorted(names) for system, names in found.items()}
+
+
 def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None, *,
                    analyzer: FaceAnalyzer | None = None, thresholds: str | Path | dict | None = None,
                    cache: str | Path | ResultCache | bool | None = None, clip_model: str | None = None,
                    progress: bool = True) -> ScoreResult:
-    manifest: Manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path)
     out_dir = Path(out_dir) if out_dir is not None else manifest.root / "scores"
     out_dir.mkdir(parents=True, exist_ok=True)
     for error in manifest.errors:
@@ -162,71 +104,39 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
     faces = CachedFaceAnalysis(analyzer, result_cache)
     recognizers = faces.recognizers
 
-    rows, image_paths, reference_paths = [], [], []
-    for entry, line in zip(manifest.entries, manifest.lines):
-        row = _row(entry, line)
-        try:
-            image_paths.append(_inside(manifest.root, entry.image))
-            reference_paths.append([_inside(manifest.root, ref) for ref in entry.references])
-        except ValueError as error:
-            row["error"] = str(error)
-            image_paths.append(None)
-            reference_paths.append([])
-        rows.append(row)
-    wanted = [p for p in image_paths if p] + [p for refs in reference_paths for p in refs]
-    records = faces.analyze(wanted, progress=progress)
+    rows, image_paths, reference_paths = manifest_rows(manifest)
+    records = faces.analyze([p for p in image_paths if p] + [p for refs in reference_paths for p in refs],
+                            progress=progress)
     images = [records[p] if p else None for p in image_paths]
     references = [[records[p] for p in refs] for refs in reference_paths]
-    for row, image, refs in tqdm(list(zip(rows, images, references)), desc="scoring", unit="img",
-                                 disable=not progress):
+    for row, image, refs in zip(rows, images, references):
         if image is not None:
-            _score_identity(row, image, refs, recognizers)
+            score_identity(row, image, refs, recognizers)
 
     unavailable: dict[str, str] = {}
     model_ids = list(analyzer.model_ids)
     try:
-        scorer = ClipScorer(clip_model)
-        _clip_columns(rows, images, references, scorer, result_cache)
+        add_clip_columns(rows, images, references, ClipScorer(clip_model), result_cache)
         model_ids.append("clip")
     except MetricUnavailable as error:
         unavailable["clip_t"] = unavailable["clip_i"] = str(error)
-
-    columns = ["line", "system", "subject", "prompt", "prompt_category", "seed", "image", "references", "status",
-               "error", "n_faces", *[f"id_sim_{name}" for name in recognizers], "expr_label", "ref_expr_label",
-               "expr_changed", "yaw", "pitch", "roll", "d_yaw", "d_pitch", "copy_paste", "clip_t", "clip_i"]
-    scores = pd.DataFrame(rows).reindex(columns=columns)
-    scores["seed"] = scores["seed"].astype("Int64")
-    scores["n_faces"] = scores["n_faces"].astype("Int64")
-    scores["expr_changed"] = scores["expr_changed"].astype("boolean")
-    scores["copy_paste"] = scores["copy_paste"].astype("boolean")
-    for column in ["expr_label", "ref_expr_label", "error"]:
-        scores[column] = scores[column].astype("string")
-    for column in [f"id_sim_{name}" for name in recognizers] + ["yaw", "pitch", "roll", "d_yaw", "d_pitch",
-                                                                "clip_t", "clip_i"]:
-        scores[column] = scores[column].astype(float)
-
+    scores = typed_table(rows, recognizers)
     try:
-        lpips = FaceLpips()
-        face_div_sets = _face_div_sets(scores, images, lpips, result_cache)
+        sets = face_div_sets(scores, images, FaceLpips(), result_cache)
         model_ids.append("lpips_alex")
     except MetricUnavailable as error:
         unavailable["face_div_lpips"] = str(error)
-        face_div_sets = pd.DataFrame(columns=["system", "subject", "prompt", "prompt_category", "face_div_lpips"])
+        sets = pd.DataFrame(columns=SET_COLUMNS)
     _write_crops(scores, images, out_dir)
 
     chosen_thresholds, threshold_source = _thresholds(recognizers, thresholds)
-    trained_with: dict[str, list[str]] = {}
-    for entry in manifest.entries:
-        if entry.generator and entry.generator.trained_with:
-            trained_with.setdefault(entry.system, [])
-            trained_with[entry.system] = sorted(set(trained_with[entry.system]) | set(entry.generator.trained_with))
     summary = {
         "manifest": str(manifest.path.resolve()),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "recognizers": recognizers,
         "thresholds": chosen_thresholds,
         "threshold_source": threshold_source,
-        "trained_with": trained_with,
+        "trained_with": _trained_with(manifest),
         "copy_paste_rule": {"min_similarity": {k: v for k, v in COPY_SIMILARITY.items() if k in recognizers},
                             "max_abs_d_yaw": COPY_MAX_YAW, "max_abs_d_pitch": COPY_MAX_PITCH},
         "metric_keys": metric_keys(recognizers),
@@ -234,7 +144,7 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
         "status_counts": dict(Counter(scores["status"])),
         "manifest_errors": [{"line": e.line, "reason": e.reason} for e in manifest.errors],
         "recognizer_agreement": recognizer_agreement(scores, recognizers),
-        "systems": summarize_systems_cached(result_cache, scores, face_div_sets, recognizers, unavailable),
+        "systems": summarize_systems_cached(result_cache, scores, sets, recognizers, unavailable),
     }
     _atomic_write(out_dir / "scores.parquet", lambda p: scores.to_parquet(p, index=False))
     _atomic_write(out_dir / "scores.csv", lambda p: scores.to_csv(p, index=False))

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from eval.cache import ResultCache, sha256_bytes
+from eval.faces.recognizers import cosine
 from eval.scoring import MetricUnavailable
+from eval.scoring.analysis import ImageRecord
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 CLIP_VERSION = "clip-v1"
@@ -103,5 +105,17 @@ class ClipScorer:
         return {prompt: by_hash[sha256_bytes(prompt.encode())] for prompt in unique}
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+def add_clip_columns(rows: list[dict], images: list[ImageRecord | None], references: list[list[ImageRecord]],
+                     scorer: ClipScorer, cache: ResultCache) -> None:
+    """Fill `clip_t` and `clip_i` in each row whose image is readable."""
+    readable = {r.sha256: r.path for r in [*images, *(x for refs in references for x in refs)] if r and r.readable}
+    image_vectors = scorer.image_embeddings(readable, cache)
+    text_vectors = scorer.text_embeddings([row["prompt"] for row in rows], cache)
+    for row, image, refs in zip(rows, images, references):
+        if image is None or image.sha256 not in image_vectors:
+            continue
+        vector = image_vectors[image.sha256]
+        row["clip_t"] = cosine(vector, text_vectors[row["prompt"]])
+        ref_vectors = [image_vectors[r.sha256] for r in refs if r.sha256 in image_vectors]
+        if ref_vectors:
+            row["clip_i"] = float(np.mean([cosine(vector, ref) for ref in ref_vectors]))

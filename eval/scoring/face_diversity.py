@@ -13,12 +13,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.models import REGISTER, file_sha256
 from eval.scoring import MetricUnavailable
+from eval.scoring.analysis import ImageRecord
+from eval.scoring.rows import FACE_STATUSES
 
 LPIPS_VERSION = "lpips-alex-0.1-v1"
+SET_COLUMNS = ["system", "subject", "prompt", "prompt_category", "face_div_lpips"]
 BATCH = 64
 
 
@@ -77,3 +81,17 @@ class FaceLpips:
             cache.put_many(self.namespace, {key: {"lpips": float(v)} for key, v in zip(batch, values)})
             found.update(zip(batch, map(float, values)))
         return float(np.mean([found[key] for key in keys]))
+
+
+def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], lpips: FaceLpips,
+                  cache: ResultCache) -> pd.DataFrame:
+    """One Face Div value per system x subject x prompt set with two or more faces."""
+    with_face = scores["status"].isin(FACE_STATUSES).to_numpy()
+    sets = []
+    for (system, subject, prompt), group in scores[with_face].groupby(["system", "subject", "prompt"], sort=False):
+        crops = [images[i].aligned for i in group.index]
+        value = lpips.mean_pairwise(crops, cache)
+        if value is not None:
+            sets.append({"system": system, "subject": subject, "prompt": prompt,
+                         "prompt_category": group["prompt_category"].iloc[0], "face_div_lpips": value})
+    return pd.DataFrame(sets, columns=SET_COLUMNS)

@@ -14,9 +14,9 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from eval.cache import ResultCache, sha256_bytes
+from eval.scoring.rows import FACE_STATUSES
 from eval.stats import N_RESAMPLES, SEED, bootstrap_ci
 
-FACE_STATUSES = ("ok", "multi_face")
 SHARED_METRICS = ["face_detect_rate", "multi_face_rate", "expr_div", "pose_div_pitch", "pose_div_yaw",
                   "face_div_lpips", "clip_t", "clip_i", "copy_paste_rate"]
 NO_FACE = "no image with a detected face"
