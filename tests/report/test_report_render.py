@@ -8,6 +8,8 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eval.report import build_report
 from eval.report.__main__ import main
@@ -217,3 +219,47 @@ def test_a_manifest_is_scored_by_the_harness_then_reported(tmp_path, faces_dir):
     assert "Avatar review — " + tmp_path.name in html  # a run named after its folder
     assert html.count('class="crop"') == 2 and "obama_oval.jpg" in html and "biden.jpg" in html
     assert re.search(r'id="manifest-errors">1 manifest line\(s\) skipped:\s*line 3:', html)
+
+
+class Markup(HTMLParser):
+    """The tags and attribute names of a page: what user text must never add to."""
+
+    def __init__(self):
+        super().__init__()
+        self.shape: set[tuple[str, str]] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.shape.add((tag, ""))
+        self.shape.update((tag, name) for name, _ in attrs)
+
+
+def markup(html: str) -> set[tuple[str, str]]:
+    parser = Markup()
+    parser.feed(html)
+    return parser.shape
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, make_synthetic_run):
+    scores_dir = make_synthetic_run(tmp_path_factory.mktemp("tiny"), {
+        "s": {"id_sim": 0.5, "expr_changed": 0.5, "yaw": 5.0, "copy_paste": 0.0, "failures": ["error"]}},
+        n_per_system=2)
+    return load_run(scores_dir, progress=False)
+
+
+user_text = st.lists(st.sampled_from(list("<>\"'&=/ ab") + ["<script>", "<img src=x onerror=", "</td>"]),
+                     min_size=1, max_size=12).map("".join)
+
+
+@pytest.fixture(scope="module")
+def plain_markup(tiny_run, gate_spec):
+    return markup(render_report(tiny_run, gate_spec))
+
+
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=user_text, subject=user_text, category=user_text)
+def test_user_text_never_adds_markup(tiny_run, gate_spec, plain_markup, prompt, subject, category):
+    run = copy.copy(tiny_run)
+    run.scores = tiny_run.scores.assign(prompt=prompt, subject=subject, prompt_category=category)
+    assert markup(render_report(run, gate_spec)) <= plain_markup
