@@ -19,6 +19,23 @@ TINY_WORDS = (
 ).split()
 TINY_IMAGE_SIZE = 32
 
+# Stable Diffusion 2.1 (768-v) shapes, from stabilityai/stable-diffusion-2-1's config files
+SD21_UNET = dict(
+    sample_size=96, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+)
+SD21_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=768,
+)
+# OpenCLIP ViT-H/14: SD 2.1's text tower, and the vision tower the adapter reads (16x16 patches + class)
+SD21_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                 num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=1024)
+VIT_H14_VISION = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                      image_size=224, patch_size=14, hidden_act="gelu", projection_dim=1024)
+
 
 def tiny_tokenizer() -> CLIPTokenizer:
     """A CLIP BPE tokenizer whose vocabulary is printable ASCII plus TINY_WORDS (each kept whole)."""
@@ -55,6 +72,24 @@ def tiny_unet(layout: str = "sd21", cross_attention_dim: int = 32) -> UNet2DCond
     )
 
 
+def sd21_shaped_pipeline(device: str = "cuda", dtype: torch.dtype = torch.float16) -> StableDiffusionPipeline:
+    """Stable Diffusion 2.1 at its true shapes, random weights, built on `device`: for timings only."""
+    tokenizer = tiny_tokenizer()
+    with torch.device(device):
+        pipe = StableDiffusionPipeline(
+            vae=AutoencoderKL(**SD21_VAE), unet=UNet2DConditionModel(**SD21_UNET),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**SD21_TEXT, bos_token_id=tokenizer.bos_token_id,
+                                                      eos_token_id=tokenizer.eos_token_id)),
+            tokenizer=tokenizer, scheduler=DDIMScheduler(
+                beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"),
+            safety_checker=None, feature_extractor=CLIPImageProcessor(size={"shortest_edge": 224}, crop_size=224),
+            image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_H14_VISION)),
+            requires_safety_checker=False,
+        )
+    return pipe.to(dtype=dtype)
+
+
 def tiny_pipeline(directory: str | Path, layout: str = "sd21", seed: int = 0,
                   prediction_type: str = "epsilon") -> StableDiffusionPipeline:
     """Build a tiny SD pipeline (with a CLIP image encoder) and save it to `directory`."""
@@ -89,14 +124,14 @@ def tiny_pipeline(directory: str | Path, layout: str = "sd21", seed: int = 0,
     return pipe
 
 
-def tiny_adapter(pipe: StableDiffusionPipeline, gate: float = 0.0, seed: int = 0):
-    """An IDAdapter sized for `pipe`, attached to its UNet; `gate` sets every γ (0: a fresh adapter)."""
+def random_adapter(pipe: StableDiffusionPipeline, gate: float = 0.0, seed: int = 0, mff_heads: int = 4):
+    """A random IDAdapter sized for `pipe`, attached to its UNet; `gate` sets every γ (0: a fresh adapter)."""
     from .config import IDAdapterConfig
     from .injection import adapter_modules, attach_identity_layers
     from .model import IDAdapter
 
     torch.manual_seed(seed)
-    config = IDAdapterConfig.for_models(pipe.unet, pipe.text_encoder, pipe.image_encoder, mff_heads=4)
+    config = IDAdapterConfig.for_models(pipe.unet, pipe.text_encoder, pipe.image_encoder, mff_heads=mff_heads)
     adapter = IDAdapter(config)
     attach_identity_layers(pipe.unet)
     with torch.no_grad():

@@ -96,7 +96,7 @@ class TrainingModels:
 
 
 def load_training_models(config: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> TrainingModels:
-    """The frozen base (in `weight_dtype`) with a fresh adapter (fp32) attached to its UNet."""
+    """The user's base (and CLIP vision) weights, frozen, with a fresh adapter attached."""
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     pipe = load_base_pipeline(config.base)
@@ -107,11 +107,17 @@ def load_training_models(config: TrainConfig, device: torch.device, weight_dtype
         )
     if pipe.image_encoder is None:
         raise FileNotFoundError(f"{config.base}: no image_encoder in the base folder; set image_encoder = \"PATH\"")
+    face_identity = FaceIdentity.from_register(config.recognizer, config.recognizer_file)
+    return training_models(pipe, face_identity, config, device, weight_dtype)
+
+
+def training_models(pipe, face_identity: FaceIdentity, config: TrainConfig, device: torch.device,
+                    weight_dtype: torch.dtype) -> TrainingModels:
+    """Freeze a Stable Diffusion pipeline's models (in `weight_dtype`) and attach a fresh fp32 adapter."""
     for frozen in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.image_encoder):
-        frozen.requires_grad_(False).to(device)
+        frozen.requires_grad_(False).eval().to(device)
         if weight_dtype != torch.float32:
             frozen.to(dtype=weight_dtype)
-    face_identity = FaceIdentity.from_register(config.recognizer, config.recognizer_file).to(device)
     adapter_config = IDAdapterConfig.for_models(
         pipe.unet, pipe.text_encoder, pipe.image_encoder, num_references=config.num_references,
         recognizer=config.recognizer, identity_dim=face_identity.recognizer.dim,
@@ -122,14 +128,24 @@ def load_training_models(config: TrainConfig, device: torch.device, weight_dtype
         module.float()
     if config.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
-    pipe.vae.eval(), pipe.text_encoder.eval(), pipe.image_encoder.eval()
     return TrainingModels(
         unet=pipe.unet.train(), vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
         image_encoder=pipe.image_encoder, feature_extractor=pipe.feature_extractor,
         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
-        adapter=IDAdapter(adapter_config).to(device), face_identity=face_identity,
+        adapter=IDAdapter(adapter_config).to(device), face_identity=face_identity.to(device),
         token_id=identity_token_id(pipe.tokenizer, adapter_config.identity_token),
     )
+
+
+def predicted_original(scheduler: DDPMScheduler, noisy: torch.Tensor, steps: torch.Tensor,
+                       prediction: torch.Tensor) -> torch.Tensor:
+    """The one-step estimate x̂0 from the UNet's prediction (epsilon or v)."""
+    alpha_bar = scheduler.alphas_cumprod.to(noisy.device)[steps].view(-1, 1, 1, 1)
+    if scheduler.config.prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * prediction
+    if scheduler.config.prediction_type == "epsilon":
+        return (noisy - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+    raise ValueError(f"prediction type {scheduler.config.prediction_type!r} is not supported (epsilon, v_prediction)")
 
 
 def training_losses(models: TrainingModels, batch: dict[str, torch.Tensor], generator: torch.Generator,
@@ -150,16 +166,11 @@ def training_losses(models: TrainingModels, batch: dict[str, torch.Tensor], gene
         text = models.text_encoder(batch["input_ids"])[0]
     prediction = unet(noisy, steps, text, cross_attention_kwargs={"gligen": {"objs": conditioning.visual}}).sample
 
-    alpha_bar = scheduler.alphas_cumprod.to(latents.device)[steps].view(-1, 1, 1, 1)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, steps)
-        x0 = alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * prediction.float()
-    else:
-        target = noise
-        x0 = (noisy - (1 - alpha_bar).sqrt() * prediction.float()) / alpha_bar.sqrt()
+    target = scheduler.get_velocity(latents, noise, steps) if scheduler.config.prediction_type == "v_prediction" else noise
     loss_sd = F.mse_loss(prediction.float(), target.float())
     losses = {"loss_sd": loss_sd, "loss": loss_sd}
     if identity_weight > 0:
+        x0 = predicted_original(scheduler, noisy, steps, prediction.float())
         decoded = vae.decode((x0 / vae.config.scaling_factor).to(dtype)).sample
         loss_id, used = identity_loss(models.face_identity, ((decoded.float() + 1) / 2).clamp(0, 1), batch["identity_feature"])
         losses.update(loss_id=loss_id, faces=used.sum().float(), loss=loss_sd + identity_weight * loss_id)

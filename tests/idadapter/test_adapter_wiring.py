@@ -1,7 +1,6 @@
 """The adapter's wiring into a diffusers UNet, the identity token, and the trainable-parameter budget."""
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,20 +12,9 @@ from idadapter.injection import (
 )
 from idadapter.model import IDAdapter
 from idadapter.parameters import parameter_counts, trainable_parameters
-from idadapter.testing import TINY_WORDS, tiny_tokenizer, tiny_unet
+from idadapter.testing import TINY_WORDS, sd21_shaped_pipeline, tiny_tokenizer, tiny_unet
 
 PAPER_TRAINABLE = 262e6
-
-# Stable Diffusion 2.1 (768-v) UNet, as in stabilityai/stable-diffusion-2-1/unet/config.json
-SD21_UNET = dict(
-    sample_size=96, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-)
-# OpenCLIP ViT-H/14 text (SD 2.1's encoder) and vision tower: 1024-wide tokens, 1280-wide vision, 16x16+1 tokens
-SD21_ADAPTER = dict(cross_attention_dim=1024, text_hidden_size=1024, vision_hidden_size=1280, vision_tokens=257)
-
 
 def unet_inputs(unet, batch=2, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -107,13 +95,13 @@ def test_only_adapter_parameters_are_trainable_and_receive_gradients():
 
 
 def test_trainable_count_at_the_real_sd21_shape_is_near_the_papers_262m(capsys):
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**SD21_UNET)
-        attach_identity_layers(unet)
-        counts = {
-            recognizer: parameter_counts(IDAdapter(IDAdapterConfig(**SD21_ADAPTER, recognizer=recognizer, identity_dim=dim)), unet)
-            for recognizer, dim in (("arcface", 512), ("sface", 128))
-        }
+    pipe = sd21_shaped_pipeline("meta", torch.float32)  # SD 2.1 UNet/text, ViT-H/14 vision; no memory
+    attach_identity_layers(pipe.unet)
+    counts = {
+        recognizer: parameter_counts(IDAdapter(IDAdapterConfig.for_models(
+            pipe.unet, pipe.text_encoder, pipe.image_encoder, recognizer=recognizer, identity_dim=dim)), pipe.unet)
+        for recognizer, dim in (("arcface", 512), ("sface", 128))
+    }
     with capsys.disabled():
         for recognizer, count in counts.items():
             print(f"\nSD 2.1 trainable parameters ({recognizer}): "

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from idadapter.injection import adapter_modules
 from idadapter.pipeline import IDAdapterPipeline, NoFaceInReference
-from idadapter.testing import tiny_adapter, tiny_pipeline
+from idadapter.testing import random_adapter, tiny_pipeline, tiny_unet
 from idadapter.weights import AdapterMismatch, CONFIG_NAME, WEIGHTS_NAME, adapter_state_dict, load_adapter, save_adapter
 
 STEPS = dict(num_inference_steps=2, output_type="np")
@@ -25,7 +25,7 @@ def test_scale_zero_gives_the_plain_pipelines_images_and_the_adapter_changes_the
     plain_pipe = StableDiffusionPipeline.from_pretrained(tiny_base, local_files_only=True)
     plain_pipe.set_progress_bar_config(disable=True)
     plain = plain_pipe("a photo of a woman smiling", generator=torch.Generator().manual_seed(3), **STEPS).images
-    pipeline = IDAdapterPipeline(pipe, tiny_adapter(pipe, gate=0.5), face_identity)
+    pipeline = IDAdapterPipeline(pipe, random_adapter(pipe, gate=0.5), face_identity)
     photo = demo_photo("ardern_2018.jpg")
     assert np.array_equal(generate(pipeline, photo, 0.0), plain)
     with_adapter = generate(pipeline, photo, 1.0)
@@ -37,7 +37,7 @@ def test_scale_zero_gives_the_plain_pipelines_images_and_the_adapter_changes_the
 
 @pytest.mark.slow
 def test_several_images_per_prompt_without_guidance(pipe, face_identity, demo_photo):
-    pipeline = IDAdapterPipeline(pipe, tiny_adapter(pipe, gate=0.5), face_identity)
+    pipeline = IDAdapterPipeline(pipe, random_adapter(pipe, gate=0.5), face_identity)
     images = generate(pipeline, demo_photo("biden.jpg"), 1.0, num_images_per_prompt=3, guidance_scale=1.0)
     assert images.shape == (3, 32, 32, 3)
     assert np.abs(images[0] - images[1]).mean() > 0  # different noise per image
@@ -47,7 +47,7 @@ def test_several_images_per_prompt_without_guidance(pipe, face_identity, demo_ph
 def test_a_reference_photo_without_a_face_is_refused(pipe, face_identity):
     from PIL import Image
 
-    pipeline = IDAdapterPipeline(pipe, tiny_adapter(pipe, gate=0.5), face_identity)
+    pipeline = IDAdapterPipeline(pipe, random_adapter(pipe, gate=0.5), face_identity)
     with pytest.raises(NoFaceInReference, match="no face"):
         generate(pipeline, Image.new("RGB", (128, 128), (120, 90, 60)), 1.0)
 
@@ -61,7 +61,7 @@ def perturb(pipe, adapter, seed=5):
 
 @pytest.mark.slow
 def test_save_then_load_is_exact(tmp_path, tiny_base, pipe, face_identity, demo_photo):
-    adapter = tiny_adapter(pipe)
+    adapter = random_adapter(pipe)
     perturb(pipe, adapter)
     weights = save_adapter(tmp_path / "adapter", adapter, pipe.unet)
     assert weights.name == WEIGHTS_NAME
@@ -78,7 +78,7 @@ def test_save_then_load_is_exact(tmp_path, tiny_base, pipe, face_identity, demo_
 
 
 def test_the_key_layout_is_the_documented_one(tmp_path, pipe):
-    weights = save_adapter(tmp_path, tiny_adapter(pipe), pipe.unet)
+    weights = save_adapter(tmp_path, random_adapter(pipe), pipe.unet)
     groups = {key.split(".")[0] for key in load_file(weights)}
     assert groups == {"mff", "token_mlp", "unet"}
     unet_keys = [k for k in load_file(weights) if k.startswith("unet.")]
@@ -88,7 +88,7 @@ def test_the_key_layout_is_the_documented_one(tmp_path, pipe):
 
 
 def test_loading_names_every_key_and_shape_that_does_not_fit(tmp_path, tiny_base, pipe):
-    weights = save_adapter(tmp_path, tiny_adapter(pipe), pipe.unet)
+    weights = save_adapter(tmp_path, random_adapter(pipe), pipe.unet)
     tensors = load_file(weights)
     from safetensors import safe_open
 
@@ -109,16 +109,22 @@ def test_loading_names_every_key_and_shape_that_does_not_fit(tmp_path, tiny_base
 
 
 def test_an_adapter_for_another_text_width_is_refused_before_loading(tmp_path, pipe):
-    weights = save_adapter(tmp_path / "a", tiny_adapter(pipe), pipe.unet)
-    other = tiny_pipeline(tmp_path / "other-base")  # same layout, so build a wider UNet below
-    from idadapter.testing import tiny_unet
-
-    wide = tiny_unet(cross_attention_dim=64)
+    weights = save_adapter(tmp_path / "a", random_adapter(pipe), pipe.unet)
     with pytest.raises(AdapterMismatch, match="cross_attention_dim 32"):
-        load_adapter(weights, wide)
-    assert other is not None
+        load_adapter(weights, tiny_unet(cross_attention_dim=64))
 
 
 def test_a_missing_weights_file_is_named(tmp_path, pipe):
     with pytest.raises(FileNotFoundError, match="no IDAdapter weights file"):
         load_adapter(tmp_path / "nowhere", pipe.unet)
+
+
+@pytest.mark.slow
+def test_the_sd15_layout_works_the_same_way(tmp_path, face_identity, demo_photo):
+    pipe = tiny_pipeline(tmp_path / "sd15", layout="sd15")
+    pipe.set_progress_bar_config(disable=True)
+    plain = pipe("a photo of a woman smiling", generator=torch.Generator().manual_seed(3), **STEPS).images
+    pipeline = IDAdapterPipeline(pipe, random_adapter(pipe, gate=0.5), face_identity)
+    photo = demo_photo("ardern_2022.jpg")
+    assert np.array_equal(generate(pipeline, photo, 0.0), plain)
+    assert np.abs(generate(pipeline, photo, 1.0) - plain).mean() > 1e-3

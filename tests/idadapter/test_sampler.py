@@ -9,7 +9,7 @@ from eval.manifest import read_manifest
 from governance import Actor, GovernanceContext, Purpose, new_record
 from governance.demo import create_demo_governance
 from idadapter.sample import EXIT_REFUSED, main
-from idadapter.testing import tiny_adapter
+from idadapter.testing import random_adapter
 from idadapter.weights import save_adapter
 
 
@@ -19,7 +19,7 @@ def workspace(tmp_path, pipe):
     gov.record_consent(new_record("tester", [Purpose.AVATAR_GENERATION, Purpose.EVALUATION],
                                   controller="test studio", jurisdiction="EU", actor="registrar"),
                        actor=Actor("registrar", "operator"))
-    save_adapter(tmp_path / "adapter", tiny_adapter(pipe, gate=0.5), pipe.unet)
+    save_adapter(tmp_path / "adapter", random_adapter(pipe, gate=0.5), pipe.unet)
     return tmp_path
 
 

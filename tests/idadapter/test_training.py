@@ -6,6 +6,9 @@ import sys
 
 import pytest
 import torch
+from diffusers import DDPMScheduler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from accelerate.utils import set_seed
 from PIL import Image
 from safetensors.torch import load_file
@@ -13,7 +16,11 @@ from torch.utils.data import DataLoader
 
 from idadapter.data import IdentityDataset, StepBatchSampler, scan_identity_folders
 from idadapter.injection import adapter_modules
-from idadapter.train import TrainConfig, load_training_models, main, train, training_losses
+from eval.faces.align import ARCFACE_TEMPLATE
+from idadapter.identity_loss import FaceIdentity
+from idadapter.train import (
+    TrainConfig, load_training_models, main, predicted_original, train, training_losses, training_models,
+)
 from idadapter.weights import WEIGHTS_NAME, load_adapter_weights
 
 IDENTITIES = {
@@ -148,3 +155,42 @@ def test_the_cli_runs_from_a_toml_config_with_gradient_checkpointing(tmp_path, t
 def test_a_bad_config_is_named(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "missing.toml")]) == 2
     assert "missing.toml: training config not found" in capsys.readouterr().err
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["epsilon", "v_prediction"]), st.lists(st.integers(0, 999), min_size=1, max_size=4))
+def test_the_one_step_estimate_recovers_the_clean_latents_from_the_true_target(prediction_type, steps):
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              prediction_type=prediction_type)
+    generator = torch.Generator().manual_seed(len(steps))
+    latents = torch.randn(len(steps), 4, 4, 4, generator=generator, dtype=torch.float64)
+    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float64)
+    steps = torch.tensor(steps)
+    noisy = scheduler.add_noise(latents, noise, steps)
+    target = scheduler.get_velocity(latents, noise, steps) if prediction_type == "v_prediction" else noise
+    torch.testing.assert_close(predicted_original(scheduler, noisy, steps, target), latents, rtol=1e-4, atol=1e-4)
+
+
+class FacesOnTemplate(FaceIdentity):
+    """Random weights decode no faces; this places one on the ArcFace template so L_id runs."""
+
+    def landmarks(self, images):
+        return [ARCFACE_TEMPLATE * (images.shape[-1] / 112)] * len(images)
+
+
+@pytest.mark.slow
+def test_the_identity_loss_reaches_the_adapter_through_the_frozen_decoder(tiny_base, identity_set, scanned, face_identity):
+    config = tiny_config(tiny_base, identity_set, "unused", identity_loss_weight=1.0)
+    from idadapter.pipeline import load_base_pipeline
+
+    models = training_models(load_base_pipeline(tiny_base), FacesOnTemplate(face_identity.recognizer), config,
+                             torch.device("cpu"), torch.float32)
+    dataset = IdentityDataset(scanned, models.tokenizer, models.feature_extractor, 32, 4)
+    batch = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), 2, 0, 0, 1))))
+    losses = training_losses(models, batch, torch.Generator().manual_seed(0), identity_weight=1.0)
+    assert losses["faces"] == 2 and 0 < losses["loss_id"] < 2
+    losses["loss_id"].backward()
+    assert models.adapter.token_mlp.net[0].weight.grad.abs().sum() > 0
+    kv = [m.to_k.weight.grad for m in adapter_modules(models.unet).values() if hasattr(m, "to_k")]
+    assert all(g is not None and g.abs().sum() > 0 for g in kv)
+    assert all(p.grad is None for p in models.vae.parameters())
