@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +81,15 @@ def _manifest_dir(scores_dir: Path, summary: dict) -> Path:
     return scores_dir.parent  # the harness's default: <manifest folder>/scores
 
 
+def _run_in_folder(folder: Path) -> Path:
+    """A run folder given instead of its scores: its scores/ when scored, else its manifest."""
+    for candidate in (folder / "scores", folder / "manifest.jsonl"):
+        if (candidate / "summary.json").is_file() or candidate.is_file():
+            return candidate
+    raise RunError(f"{folder}: not a scores folder (no summary.json) nor a run folder "
+                   "(no scores/summary.json or manifest.jsonl)")
+
+
 def _run_name(source: Path) -> str:
     """`runs/a/manifest.jsonl` and `runs/a/scores` are both the run "a"."""
     source = source.resolve()
@@ -143,6 +151,8 @@ def load_run(source: str | Path | None = None, *, system: str | None = None, pre
         return load_demo_run(demo_dir or default_demo_dir(), system=system, prefer=prefer,
                              with_governance=with_governance, progress=progress)
     source = Path(source)
+    if source.is_dir() and not (source / "summary.json").is_file():
+        source = _run_in_folder(source)
     if source.is_dir():
         scores_dir = source
     elif source.is_file():
@@ -177,10 +187,18 @@ def load_demo_run(demo_dir: str | Path, *, system: str | None = None, prefer: st
                    governance=demo.governance if with_governance else None)
 
 
-@lru_cache(maxsize=4)
+_scored_demos: dict[Path, ReviewRun] = {}
+
+
 def _scored_demo(demo_dir: Path, progress: bool) -> ReviewRun:
-    # Memoised: the demo is deterministic, and the report, the gates and their tests share one
-    # process-wide copy instead of scoring it again.
+    # Memoised per folder: the demo is deterministic, and the report, the gates and their tests
+    # share one process-wide copy instead of scoring it again.
+    if demo_dir not in _scored_demos:
+        _scored_demos[demo_dir] = _score_demo(demo_dir, progress)
+    return _scored_demos[demo_dir]
+
+
+def _score_demo(demo_dir: Path, progress: bool) -> ReviewRun:
     from eval.calibrate import calibrate_folder
     from eval.demo.build import build_demo_run, build_identity_folders
     from eval.score import score_manifest

@@ -166,6 +166,11 @@ def test_a_folder_without_a_summary_is_refused(tmp_path):
         load_run(tmp_path, progress=False)
 
 
+def test_a_run_folder_stands_for_its_scores(synthetic_dir):
+    run = load_run(synthetic_dir.parent, system="candidate", progress=False)
+    assert run.scores_dir == synthetic_dir and run.name == synthetic_dir.parent.name
+
+
 def test_the_scores_csv_is_read_when_there_is_no_parquet(tmp_path, make_synthetic_run):
     scores_dir = make_synthetic_run(tmp_path, {"only": {"id_sim": 0.5, "expr_changed": 0.5, "yaw": 5.0,
                                                         "copy_paste": 0.0}}, n_per_system=4)
