@@ -118,7 +118,7 @@ def _tile_scores(row: pd.Series, thresholds: dict[str, float], recognizers: list
     for key, label in (("d_yaw", "Δyaw"), ("d_pitch", "Δpitch")):
         value = _number(row.get(key))
         if value is not None:
-            scores.append((label, f"{value:.0f}°", None))
+            scores.append((label, f"{round(value):d}°", None))
     for key in ("clip_t", "clip_i"):
         value = _number(row.get(key))
         if value is not None:
