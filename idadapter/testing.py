@@ -140,3 +140,24 @@ def random_adapter(pipe: StableDiffusionPipeline, gate: float = 0.0, seed: int =
                 if name.startswith("alpha_"):
                     parameter.fill_(gate)
     return adapter
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m idadapter.testing DIR`: a tiny random base (DIR/base) and adapter (DIR/adapter)."""
+    import argparse
+
+    from .weights import save_adapter
+
+    parser = argparse.ArgumentParser(prog="idadapter.testing", description=main.__doc__)
+    parser.add_argument("directory")
+    parser.add_argument("--layout", choices=["sd15", "sd21"], default="sd21")
+    args = parser.parse_args(argv)
+    directory = Path(args.directory)
+    pipe = tiny_pipeline(directory / "base", layout=args.layout)
+    save_adapter(directory / "adapter", random_adapter(pipe, gate=0.5), pipe.unet)
+    print(f"tiny random model (for trying the tools, never for scoring): {directory / 'base'}, {directory / 'adapter'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -194,3 +194,11 @@ def test_the_identity_loss_reaches_the_adapter_through_the_frozen_decoder(tiny_b
     kv = [m.to_k.weight.grad for m in adapter_modules(models.unet).values() if hasattr(m, "to_k")]
     assert all(g is not None and g.abs().sum() > 0 for g in kv)
     assert all(p.grad is None for p in models.vae.parameters())
+
+
+@pytest.mark.parametrize("name", ["idadapter_sd21.toml", "idadapter_sd15.toml"])
+def test_the_example_configs_are_valid(name):
+    from pathlib import Path
+
+    config = TrainConfig.from_file(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert config.learning_rate == 3e-5 and config.batch_size == 4 and config.max_steps == 50_000
