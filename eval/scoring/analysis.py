@@ -78,6 +78,11 @@ def _face_record(result: ImageAnalysis) -> dict:
     return record
 
 
+def _distinct(records: list[ImageRecord]) -> list[ImageRecord]:
+    """One record per content hash (copies of an image are analysed once)."""
+    return list({record.sha256: record for record in records}.values())
+
+
 class CachedFaceAnalysis:
     def __init__(self, analyzer: FaceAnalyzer, cache: ResultCache):
         self.analyzer = analyzer
@@ -95,6 +100,7 @@ class CachedFaceAnalysis:
         return list(self.analyzer.recognizers)
 
     def analyze(self, paths: list[Path], progress: bool = False) -> dict[Path, ImageRecord]:
+        """{path: ImageRecord} for the distinct `paths`; each distinct content is analysed at most once."""
         records = {path: ImageRecord(path=path) for path in dict.fromkeys(paths)}
         for record in records.values():
             try:
@@ -105,30 +111,13 @@ class CachedFaceAnalysis:
         hashes = [r.sha256 for r in hashed]
         faces = self.cache.get_many(self.faces_namespace, hashes)
         embeddings = {name: self.cache.get_many(ns, hashes) for name, ns in self.embed_namespaces.items()}
-
-        fresh = list({r.sha256: r for r in hashed if r.sha256 not in faces}.values())
-        if fresh:
-            results = self.analyzer.analyze([r.path for r in fresh], progress=progress)
-            new_faces, new_embeddings = {}, {name: {} for name in self.embed_namespaces}
-            for record, result in zip(fresh, results):
-                new_faces[record.sha256] = _face_record(result)
-                if result.main_face is not None:
-                    for name, vector in result.main_face.embeddings.items():
-                        new_embeddings[name][record.sha256] = {"vector": np.asarray(vector, dtype=np.float32)}
-            self.cache.put_many(self.faces_namespace, new_faces)
-            faces.update(new_faces)
-            for name, found in new_embeddings.items():
-                self.cache.put_many(self.embed_namespaces[name], found)
-                embeddings[name].update(found)
-
+        self._analyze_new(_distinct([r for r in hashed if r.sha256 not in faces]), faces, embeddings, progress)
         for name in self.embed_namespaces:
-            missing = list({r.sha256: r for r in hashed
-                            if faces[r.sha256]["n_faces"] and r.sha256 not in embeddings[name]}.values())
+            missing = _distinct([r for r in hashed if faces[r.sha256]["n_faces"] and r.sha256 not in embeddings[name]])
             if missing:
                 found = self._embed_cached_faces(name, missing, faces)
                 self.cache.put_many(self.embed_namespaces[name], found)
                 embeddings[name].update(found)
-
         for record in hashed:
             face = faces[record.sha256]
             for key in ("error", "readable", "n_faces", "bbox", "landmarks", "score", "aligned",
@@ -138,6 +127,21 @@ class CachedFaceAnalysis:
             if record.has_face:
                 record.embeddings = {name: embeddings[name][record.sha256]["vector"] for name in embeddings}
         return records
+
+    def _analyze_new(self, new: list[ImageRecord], faces: dict[str, dict], embeddings: dict[str, dict[str, dict]],
+                     progress: bool) -> None:
+        """Run the analyzer on images the cache has never seen; store and add their records."""
+        if not new:
+            return
+        results = self.analyzer.analyze([r.path for r in new], progress=progress)
+        new_faces = {record.sha256: _face_record(result) for record, result in zip(new, results)}
+        self.cache.put_many(self.faces_namespace, new_faces)
+        faces.update(new_faces)
+        for name, namespace in self.embed_namespaces.items():
+            found = {record.sha256: {"vector": np.asarray(result.main_face.embeddings[name], dtype=np.float32)}
+                     for record, result in zip(new, results) if result.main_face is not None}
+            self.cache.put_many(namespace, found)
+            embeddings[name].update(found)
 
     def _embed_cached_faces(self, name: str, records: list[ImageRecord], faces: dict[str, dict]) -> dict[str, dict]:
         recognizer = self.analyzer.recognizers[name]

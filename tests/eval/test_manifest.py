@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from hypothesis import given, strategies as st
 
 from eval.manifest import ManifestEntry, json_schema, parse_line, read_manifest, write_manifest

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
 
 from eval.cache import ResultCache
 from eval.score import score_manifest
