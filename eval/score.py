@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from eval.cache import ResultCache, open_cache
+from eval.cache import ResultCache, open_cache, sha256_bytes
 from eval.calibrate import load_thresholds
 from eval.faces import FaceAnalyzer, default_threshold
 from eval.manifest import Manifest, ManifestError, read_manifest
@@ -59,9 +59,9 @@ def _write_crops(scores: pd.DataFrame, images: list[ImageRecord | None], out_dir
         if image is None or image.aligned is None or status not in FACE_STATUSES:
             column.append(None)
             continue
-        name = f"crops/{image.sha256[:20]}.png"
+        name = f"crops/{sha256_bytes(image.aligned.tobytes())[:20]}.png"  # named by content: never stale
         if not (out_dir / name).exists():
-            Image.fromarray(image.aligned).save(out_dir / name, compress_level=1)  # speed over size: 112x112
+            _atomic_write(out_dir / name, lambda p: Image.fromarray(image.aligned).save(p, format="PNG", compress_level=1))
         column.append(name)
     scores["face_crop"] = column
 
