@@ -48,12 +48,18 @@ def _read_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def scan_identity_folders(root: str | Path, face_identity: FaceIdentity) -> list[IdentityImage]:
-    """Every usable photo under `root`, with its identity feature (computed once, without gradient)."""
+def identity_folders(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: training data folder not found")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    return sorted(p for p in root.iterdir() if p.is_dir())
+
+
+def scan_identity_folders(root: str | Path, face_identity: FaceIdentity,
+                          identities: set[str] | None = None) -> list[IdentityImage]:
+    """Every usable photo under `root` (of `identities` only, when given), with its identity feature
+    (computed once, without gradient)."""
+    folders = [p for p in identity_folders(root) if identities is None or p.name in identities]
     paths = [(folder, p) for folder in folders for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
         raise ValueError(f"{root}: no identity folders with images (see idadapter.data for the layout)")

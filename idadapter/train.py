@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from diffusers import DDPMScheduler
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import IDAdapterConfig
-from .data import IdentityDataset, StepBatchSampler, scan_identity_folders
+from .data import IdentityDataset, StepBatchSampler, identity_folders, scan_identity_folders
 from .identity_loss import FaceIdentity, identity_loss
 from .identity_token import identity_token_id, identity_token_injected
 from .injection import adapter_modules, attach_identity_layers
@@ -68,6 +68,8 @@ class TrainConfig(BaseModel):
     log_every: int = 50
     resume: str | None = Field(None, description='"latest" or a checkpoint folder')
     report_to: str | None = Field(None, description="an accelerate tracker (tensorboard, wandb), or none")
+    governance: str | None = Field(None, description="governance.toml: train only on identities with training consent")
+    actor: str = "idadapter-trainer"
     num_workers: int = 4
     seed: int = 0
 
@@ -177,6 +179,25 @@ def training_losses(models: TrainingModels, batch: dict[str, torch.Tensor], gene
     return losses
 
 
+def consented_identities(governance_config: str | Path, identities: list[str], actor_name: str) -> set[str]:
+    """The identities whose training consent holds now; each check, allowed or refused, is audit-logged."""
+    from governance import Actor, ConsentRefused, GovernanceContext, Purpose
+
+    gov = GovernanceContext.load(governance_config)
+    actor = Actor(actor_name, "operator")
+    allowed = set()
+    for identity in identities:
+        try:
+            gov.authorize(identity, Purpose.TRAINING, actor=actor)
+            allowed.add(identity)
+        except ConsentRefused as refusal:
+            log.warning("identity %r left out of training: %s", identity, refusal.decision.reason)
+    gov.audit_log.checkpoint()
+    if not allowed:
+        raise ValueError(f"no identity in the training data has training consent in {governance_config}")
+    return allowed
+
+
 def find_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
     if resume is None:
         return None
@@ -228,8 +249,15 @@ def train(config: TrainConfig) -> Path:
         start_step = json.loads((checkpoint / STATE_NAME).read_text())["step"]
         log.info("resumed from %s at step %d", checkpoint, start_step)
 
+    identities = None
+    if config.governance is not None:
+        names = [folder.name for folder in identity_folders(config.data_dir)]
+        decided = [consented_identities(config.governance, names, config.actor) if accelerator.is_main_process else None]
+        identities = broadcast_object_list(decided)[0]
+    else:
+        log.warning("no governance config: training identities are not checked for training consent")
     dataset = IdentityDataset(
-        scan_identity_folders(config.data_dir, models.face_identity), models.tokenizer, models.feature_extractor,
+        scan_identity_folders(config.data_dir, models.face_identity, identities), models.tokenizer, models.feature_extractor,
         config.resolution, config.num_references, models.adapter.config.identity_token,
     )
     accumulation = config.gradient_accumulation_steps

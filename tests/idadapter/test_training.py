@@ -202,3 +202,23 @@ def test_the_example_configs_are_valid(name):
 
     config = TrainConfig.from_file(Path(__file__).resolve().parents[2] / "configs" / name)
     assert config.learning_rate == 3e-5 and config.batch_size == 4 and config.max_steps == 50_000
+
+
+def test_only_identities_with_training_consent_are_trained_on(tmp_path, identity_set, face_identity):
+    from governance import Actor, GovernanceContext, Purpose, new_record
+    from governance.demo import create_demo_governance
+
+    from idadapter.train import consented_identities
+
+    gov = create_demo_governance(tmp_path / "gov", ["obama"])  # evaluation and calibration only
+    gov.record_consent(new_record("ardern", [Purpose.TRAINING], controller="studio", jurisdiction="EU",
+                                  actor="registrar"), actor=Actor("registrar", "operator"))
+    config = tmp_path / "gov" / "governance.toml"
+    allowed = consented_identities(config, sorted(IDENTITIES), "trainer")
+    assert allowed == {"ardern"}
+    checks = [e for e in GovernanceContext.load(config).audit_log.entries() if e["action"] == "consent.check"]
+    assert {(e["subject"], e["outcome"]) for e in checks} == {("ardern", "ok"), ("macron", "refused"), ("obama", "refused")}
+    images = scan_identity_folders(identity_set, face_identity, allowed)
+    assert {image.identity for image in images} == {"ardern"}
+    with pytest.raises(ValueError, match="no identity in the training data has training consent"):
+        consented_identities(config, ["obama"], "trainer")
