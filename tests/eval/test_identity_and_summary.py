@@ -100,3 +100,12 @@ def test_a_manifest_with_no_valid_line_still_writes_its_outputs(tmp_path, eval_a
     assert result.scores.empty and result.summary["systems"] == {}
     assert [e.line for e in result.manifest_errors] == [1, 2]
     assert result.summary_path.is_file() and result.scores_path.is_file()
+
+
+def test_arcface_joins_the_judges_only_when_the_user_supplies_it(tmp_path, monkeypatch):
+    from eval.scoring.analysis import default_recognizers
+
+    monkeypatch.setenv("IDAVATAR_ARCFACE", str(tmp_path / "w600k_r50.onnx"))
+    assert default_recognizers() == ["sface", "dlib"]
+    (tmp_path / "w600k_r50.onnx").write_bytes(b"user-supplied weights")
+    assert default_recognizers() == ["sface", "dlib", "arcface"]
