@@ -116,13 +116,13 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
     unavailable: dict[str, str] = {}
     model_ids = list(analyzer.model_ids)
     try:
-        add_clip_columns(rows, images, references, ClipScorer(clip_model), result_cache)
+        add_clip_columns(rows, images, references, ClipScorer(clip_model), result_cache, progress)
         model_ids.append("clip")
     except MetricUnavailable as error:
         unavailable["clip_t"] = unavailable["clip_i"] = str(error)
     scores = typed_table(rows, recognizers)
     try:
-        sets = face_div_sets(scores, images, FaceLpips(), result_cache)
+        sets = face_div_sets(scores, images, FaceLpips(), result_cache, progress)
         model_ids.append("lpips_alex")
     except MetricUnavailable as error:
         unavailable["face_div_lpips"] = str(error)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.faces.recognizers import cosine
@@ -82,11 +83,13 @@ class ClipScorer:
         with torch.inference_mode():
             return _features(self.model.get_text_features(**inputs))
 
-    def _embed(self, keys: list[str], items: list, embed_batch, cache: ResultCache) -> dict[str, np.ndarray]:
+    def _embed(self, keys: list[str], items: list, embed_batch, cache: ResultCache,
+               progress: bool = False) -> dict[str, np.ndarray]:
         namespace = f"{self.namespace}/{embed_batch.__name__}"
         found = {key: record["vector"] for key, record in cache.get_many(namespace, keys).items()}
         todo = list({key: item for key, item in zip(keys, items) if key not in found}.items())
-        for start in range(0, len(todo), BATCH):
+        for start in tqdm(range(0, len(todo), BATCH), desc="CLIP", unit="batch",
+                          disable=not progress or not todo):
             chunk = todo[start : start + BATCH]
             vectors = embed_batch([item for _, item in chunk])
             fresh = {key: {"vector": vector.astype(np.float32)} for (key, _), vector in zip(chunk, vectors)}
@@ -94,23 +97,24 @@ class ClipScorer:
             found.update({key: record["vector"] for key, record in fresh.items()})
         return found
 
-    def image_embeddings(self, images: dict[str, Path], cache: ResultCache) -> dict[str, np.ndarray]:
+    def image_embeddings(self, images: dict[str, Path], cache: ResultCache,
+                         progress: bool = False) -> dict[str, np.ndarray]:
         """{content sha256: embedding} for {content sha256: path}."""
-        return self._embed(list(images), list(images.values()), self._image_batch, cache)
+        return self._embed(list(images), list(images.values()), self._image_batch, cache, progress)
 
-    def text_embeddings(self, prompts: list[str], cache: ResultCache) -> dict[str, np.ndarray]:
+    def text_embeddings(self, prompts: list[str], cache: ResultCache, progress: bool = False) -> dict[str, np.ndarray]:
         """{prompt: embedding}."""
         unique = list(dict.fromkeys(prompts))
-        by_hash = self._embed([sha256_bytes(p.encode()) for p in unique], unique, self._text_batch, cache)
+        by_hash = self._embed([sha256_bytes(p.encode()) for p in unique], unique, self._text_batch, cache, progress)
         return {prompt: by_hash[sha256_bytes(prompt.encode())] for prompt in unique}
 
 
 def add_clip_columns(rows: list[dict], images: list[ImageRecord | None], references: list[list[ImageRecord]],
-                     scorer: ClipScorer, cache: ResultCache) -> None:
+                     scorer: ClipScorer, cache: ResultCache, progress: bool = False) -> None:
     """Fill `clip_t` and `clip_i` in each row whose image is readable."""
     readable = {r.sha256: r.path for r in [*images, *(x for refs in references for x in refs)] if r and r.readable}
-    image_vectors = scorer.image_embeddings(readable, cache)
-    text_vectors = scorer.text_embeddings([row["prompt"] for row in rows], cache)
+    image_vectors = scorer.image_embeddings(readable, cache, progress)
+    text_vectors = scorer.text_embeddings([row["prompt"] for row in rows], cache, progress)
     for row, image, refs in zip(rows, images, references):
         if image is None or image.sha256 not in image_vectors:
             continue

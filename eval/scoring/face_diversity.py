@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.models import REGISTER, file_sha256
@@ -84,11 +85,12 @@ class FaceLpips:
 
 
 def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], lpips: FaceLpips,
-                  cache: ResultCache) -> pd.DataFrame:
+                  cache: ResultCache, progress: bool = False) -> pd.DataFrame:
     """One Face Div value per system x subject x prompt set with two or more faces."""
     with_face = scores["status"].isin(FACE_STATUSES).to_numpy()
     sets = []
-    for (system, subject, prompt), group in scores[with_face].groupby(["system", "subject", "prompt"], sort=False):
+    groups = scores[with_face].groupby(["system", "subject", "prompt"], sort=False)
+    for (system, subject, prompt), group in tqdm(groups, desc="Face Div (LPIPS)", unit="set", disable=not progress):
         crops = [images[i].aligned for i in group.index]
         value = lpips.mean_pairwise(crops, cache)
         if value is not None:
