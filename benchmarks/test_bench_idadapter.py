@@ -23,7 +23,7 @@ from idadapter.identity_loss import FaceIdentity
 from idadapter.pipeline import IDAdapterPipeline
 from idadapter.testing import random_adapter, sd21_shaped_pipeline
 from idadapter.parameters import trainable_parameters
-from idadapter.train import TrainConfig, training_losses, training_models
+from idadapter.training import TrainConfig, training_losses, training_models
 
 pytestmark = [
     pytest.mark.gpu, pytest.mark.benchmark,

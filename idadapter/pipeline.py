@@ -14,6 +14,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
+from .base import load_base_pipeline
 from .identity_loss import FaceIdentity
 from .identity_token import identity_prompt, identity_token_id, identity_token_injected
 from .injection import set_adapter_scale
@@ -24,19 +25,6 @@ from .weights import load_adapter
 
 class NoFaceInReference(ValueError):
     pass
-
-
-def load_base_pipeline(base: str | Path, torch_dtype=None) -> StableDiffusionPipeline:
-    """A user-supplied Stable Diffusion folder (diffusers layout) or HF-cache id; never downloads."""
-    try:
-        return StableDiffusionPipeline.from_pretrained(
-            str(base), dtype=torch_dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False,
-        )
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(
-            f"Stable Diffusion base weights not found at {base!r} (a diffusers folder with model_index.json, "
-            f"or a model id already in the local HF cache; nothing is downloaded): {error}"
-        ) from error
 
 
 class IDAdapterPipeline:
@@ -53,15 +41,7 @@ class IDAdapterPipeline:
                         recognizer_file: str | Path | None = None, torch_dtype=None,
                         device: str | torch.device = "cpu") -> "IDAdapterPipeline":
         """Base SD weights, adapter weights and (unless the base folder has one) a CLIP vision encoder folder."""
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-        pipe = load_base_pipeline(base, torch_dtype)
-        if image_encoder is not None:
-            pipe.register_modules(
-                image_encoder=CLIPVisionModelWithProjection.from_pretrained(str(image_encoder), dtype=torch_dtype, local_files_only=True),
-                feature_extractor=CLIPImageProcessor.from_pretrained(str(image_encoder), local_files_only=True),
-            )
-        pipe.to(device)
+        pipe = load_base_pipeline(base, image_encoder, torch_dtype).to(device)
         loaded = load_adapter(adapter, pipe.unet)
         face_identity = FaceIdentity.from_register(loaded.config.recognizer, recognizer_file).to(device)
         return cls(pipe, loaded, face_identity)

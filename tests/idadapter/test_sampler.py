@@ -1,5 +1,4 @@
 """The sampler CLI end to end: consent gate, C2PA signing, audit log, and a manifest eval reads."""
-import json
 import subprocess
 import sys
 

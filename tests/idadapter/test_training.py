@@ -17,9 +17,11 @@ from torch.utils.data import DataLoader
 from idadapter.data import IdentityDataset, StepBatchSampler, scan_identity_folders
 from idadapter.injection import adapter_modules
 from eval.faces.align import ARCFACE_TEMPLATE
+from idadapter.base import load_base_pipeline
 from idadapter.identity_loss import FaceIdentity
-from idadapter.train import (
-    TrainConfig, load_training_models, main, predicted_original, train, training_losses, training_models,
+from idadapter.train import main, train
+from idadapter.training import (
+    TrainConfig, load_training_models, predicted_original, training_losses, training_models,
 )
 from idadapter.weights import WEIGHTS_NAME, load_adapter_weights
 
@@ -181,8 +183,6 @@ class FacesOnTemplate(FaceIdentity):
 @pytest.mark.slow
 def test_the_identity_loss_reaches_the_adapter_through_the_frozen_decoder(tiny_base, identity_set, scanned, face_identity):
     config = tiny_config(tiny_base, identity_set, "unused", identity_loss_weight=1.0)
-    from idadapter.pipeline import load_base_pipeline
-
     models = training_models(load_base_pipeline(tiny_base), FacesOnTemplate(face_identity.recognizer), config,
                              torch.device("cpu"), torch.float32)
     dataset = IdentityDataset(scanned, models.tokenizer, models.feature_extractor, 32, 4)
