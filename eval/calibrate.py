@@ -56,8 +56,8 @@ def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_far: float
         threshold = float(np.nextafter(lower, np.inf))
     elif lower is None:
         threshold = float(upper)
-    else:
-        threshold = float((upper + lower) / 2)
+    else:  # midway, unless the two scores are too close for a float between them
+        threshold = float((upper + lower) / 2) if lower < (upper + lower) / 2 else float(upper)
     return {
         "threshold": threshold,
         "target_far": target_far,

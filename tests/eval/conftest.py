@@ -1,5 +1,6 @@
 """Session fixtures for the harness tests: one real analyzer, and the demo run scored once."""
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -36,14 +37,21 @@ def eval_analyzer() -> FaceAnalyzer:
 
 
 @pytest.fixture(scope="session")
-def no_optional_weights(tmp_path_factory):
-    """No LPIPS backbone and no CLIP model reachable, whatever this machine holds."""
+def hide_optional_weights(tmp_path_factory):
+    """`with hide_optional_weights():` no LPIPS backbone and no CLIP model are reachable, whatever this
+    machine holds (only inside the block: other tests keep the real environment)."""
     empty = tmp_path_factory.mktemp("no-weights")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TORCH_HOME", str(empty / "torch"))
-        patch.delenv("IDAVATAR_CLIP", raising=False)
-        patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(empty / "hf"))
-        yield empty
+
+    @contextmanager
+    def hidden():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TORCH_HOME", str(empty / "torch"))
+            patch.delenv("IDAVATAR_CLIP", raising=False)
+            patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(empty / "hf"))
+            yield
+
+    hidden.folder = empty
+    return hidden
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +65,12 @@ def demo_manifest(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_scores(demo_manifest, eval_analyzer, demo_cache, no_optional_weights):
+def demo_scores(demo_manifest, eval_analyzer, demo_cache, hide_optional_weights):
     """The demo run scored once, cold, into the session cache; `cold_calls` records the model calls."""
     before = Counter(eval_analyzer.calls)
-    result = score_manifest(demo_manifest, demo_manifest.parent / "scores", analyzer=eval_analyzer,
-                            cache=demo_cache, progress=False)
+    with hide_optional_weights():
+        result = score_manifest(demo_manifest, demo_manifest.parent / "scores", analyzer=eval_analyzer,
+                                cache=demo_cache, progress=False)
     result.cold_calls = Counter(eval_analyzer.calls) - before
     return result
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from eval.calibrate import calibrate_folder, load_thresholds, operating_point
 from eval.compare import compare_scores
@@ -44,8 +44,7 @@ def test_calibration_on_the_bundled_photos(calibration):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_scoring_uses_calibrated_thresholds(calibration, demo_manifest, eval_analyzer, score_cache, tmp_path,
-                                            no_optional_weights):
+def test_scoring_uses_calibrated_thresholds(calibration, demo_manifest, eval_analyzer, score_cache, tmp_path):
     path = calibration["folder"] + "/out/calibration.json"
     assert load_thresholds(path) == {n: e["threshold"] for n, e in calibration["recognizers"].items()}
     result = score_manifest(demo_manifest, tmp_path, analyzer=eval_analyzer, thresholds=path, cache=score_cache,
@@ -63,6 +62,7 @@ def test_load_thresholds_names_a_bad_file(tmp_path):
 
 @given(st.lists(st.floats(-1, 1), min_size=1, max_size=20), st.lists(st.floats(-1, 1), min_size=1, max_size=40),
        st.sampled_from([0.0, 0.01, 0.1, 0.3]))
+@example(genuine=[-0.9999999999999999], impostor=[-1.0], target=0.0)  # no float between the two scores
 @settings(max_examples=80, deadline=None)
 def test_operating_point_never_exceeds_the_target_far(genuine, impostor, target):
     point = operating_point(np.array(genuine), np.array(impostor), target)

@@ -56,13 +56,13 @@ def test_ideal_has_diversity_copies_have_almost_none_and_are_flagged(demo_scores
     assert set(flagged) == {"copy-paste"}
 
 
-def test_lpips_and_clip_are_unavailable_with_the_reason_without_weights(demo_scores, no_optional_weights):
+def test_lpips_and_clip_are_unavailable_with_the_reason_without_weights(demo_scores, hide_optional_weights):
     for system in demo_scores.summary["systems"].values():
         for scope in [system, *system["by_category"].values()]:
             assert scope["metrics"]["face_div_lpips"] is None
             assert scope["metrics"]["clip_t"] is None and scope["metrics"]["clip_i"] is None
             reason = scope["unavailable"]["face_div_lpips"]
-            assert str(no_optional_weights / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in reason
+            assert str(hide_optional_weights.folder / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in reason
             assert "openai/clip-vit-large-patch14" in scope["unavailable"]["clip_t"]
     assert demo_scores.scores["clip_t"].isna().all()
 

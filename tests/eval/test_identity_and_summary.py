@@ -92,8 +92,7 @@ def test_summary_denominators(rows):
 
 
 @pytest.mark.slow  # needs the session's demo analysis
-def test_a_manifest_with_no_valid_line_still_writes_its_outputs(tmp_path, eval_analyzer, score_cache,
-                                                               no_optional_weights):
+def test_a_manifest_with_no_valid_line_still_writes_its_outputs(tmp_path, eval_analyzer, score_cache):
     manifest = tmp_path / "run.jsonl"
     manifest.write_text("{}\nnot json\n")
     result = score_manifest(manifest, analyzer=eval_analyzer, cache=score_cache, progress=False)

@@ -53,7 +53,7 @@ def troubled_run(tmp_path_factory, faces_dir):
 
 
 @pytest.fixture(scope="module")
-def troubled_scores(troubled_run, eval_analyzer, score_cache, no_optional_weights):
+def troubled_scores(troubled_run, eval_analyzer, score_cache):
     return score_manifest(troubled_run, analyzer=eval_analyzer, cache=score_cache, progress=False)
 
 
@@ -91,11 +91,11 @@ def test_rates_count_readable_images(troubled_scores):
     assert troubled_scores.summary["status_counts"] == {"ok": 1, "multi_face": 1, "no_face": 1, "error": 4}
 
 
-def test_cli_scores_a_run_and_prints_the_summary(troubled_run, tmp_path, score_cache, no_optional_weights):
+def test_cli_scores_a_run_and_prints_the_summary(troubled_run, tmp_path, score_cache, hide_optional_weights):
     out = subprocess.run(
         [sys.executable, "-m", "eval.score", str(troubled_run), "--out", str(tmp_path / "cli"), "--cache",
          str(score_cache), "--quiet"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TORCH_HOME": str(no_optional_weights / "torch")},
+        env={**os.environ, "TORCH_HOME": str(hide_optional_weights.folder / "torch")},
     )
     assert out.returncode == 0, out.stderr
     assert "line 8: not valid JSON" in out.stderr
