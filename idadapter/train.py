@@ -105,7 +105,7 @@ def train(config: TrainConfig) -> Path:
         names = [folder.name for folder in identity_folders(config.data_dir)]
         decided = [consented_identities(config.governance, names, config.actor) if accelerator.is_main_process else None]
         identities = broadcast_object_list(decided)[0]
-    else:
+    elif accelerator.is_main_process:
         log.warning("no governance config: training identities are not checked for training consent")
     dataset = IdentityDataset(
         scan_identity_folders(config.data_dir, models.face_identity, identities), models.tokenizer, models.feature_extractor,
@@ -137,10 +137,10 @@ def train(config: TrainConfig) -> Path:
         if not accelerator.sync_gradients:
             continue
         step += 1
-        values = {k: float(v.detach()) for k, v in losses.items()}
         progress.update(1)
-        progress.set_postfix(loss=f"{values['loss']:.4f}")
+        progress.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
         if step % config.log_every == 0 or step == config.max_steps:
+            values = {k: float(accelerator.reduce(v.detach(), "mean")) for k, v in losses.items()}  # over processes
             accelerator.log(values, step=step)
             if accelerator.is_main_process:
                 with log_file.open("a") as handle:
@@ -154,6 +154,7 @@ def train(config: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_adapter(output_dir, models.adapter, models.unet)
+        print(f"adapter written to {output_dir}")
     accelerator.end_training()
     return output_dir
 
@@ -169,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"idadapter.train: {error}", file=sys.stderr)
         return 2
-    print(f"adapter written to {config.output_dir}")
     return 0
 
 

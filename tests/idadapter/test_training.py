@@ -1,5 +1,6 @@
 """The trainer end to end on the tiny model and a small identity set made of the bundled real photos."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -140,17 +141,24 @@ def test_training_lowers_the_loss_trains_only_the_adapter_and_resumes_exactly(tm
 
 
 @pytest.mark.slow
-def test_the_cli_runs_from_a_toml_config_with_gradient_checkpointing(tmp_path, tiny_base, identity_set):
+def test_accelerate_launch_trains_on_two_processes_from_a_toml_config(tmp_path, tiny_base, identity_set):
     config_file = tmp_path / "train.toml"
     config_file.write_text(
         f'base = "{tiny_base}"\ndata_dir = "{identity_set}"\noutput_dir = "{tmp_path / "out"}"\n'
-        'resolution = 32\nmff_heads = 4\nbatch_size = 1\nmax_steps = 2\ncheckpoint_every = 2\n'
+        'resolution = 32\nmff_heads = 4\nbatch_size = 1\nmax_steps = 2\ncheckpoint_every = 2\nlog_every = 1\n'
         'mixed_precision = "no"\nnum_workers = 0\ngradient_checkpointing = true\n'
     )
-    result = subprocess.run([sys.executable, "-m", "idadapter.train", "--config", str(config_file)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "out" / WEIGHTS_NAME).is_file()
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "idadapter.train", "--config", str(config_file)]
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "true"}  # two CPU processes (gloo) stand in for two GPUs
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    assert (out / WEIGHTS_NAME).is_file()
+    assert {p.name for p in (out / "checkpoint-2").glob("random_states_*")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 2  # one writer
+    assert result.stdout.count("adapter written to") == 1
     assert "trainable parameters" in result.stderr
 
 
