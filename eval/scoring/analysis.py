@@ -45,9 +45,6 @@ class ImageRecord:
     error: str | None = None  # why the image could not be read, or holds no usable face
     readable: bool = False
     n_faces: int = 0
-    bbox: np.ndarray | None = None
-    landmarks: np.ndarray | None = None
-    score: float | None = None
     aligned: np.ndarray | None = None
     yaw: float | None = None
     pitch: float | None = None
@@ -120,8 +117,7 @@ class CachedFaceAnalysis:
                 embeddings[name].update(found)
         for record in hashed:
             face = faces[record.sha256]
-            for key in ("error", "readable", "n_faces", "bbox", "landmarks", "score", "aligned",
-                        "yaw", "pitch", "roll", "expression"):
+            for key in ("error", "readable", "n_faces", "aligned", "yaw", "pitch", "roll", "expression"):
                 if key in face:
                     setattr(record, key, face[key])
             if record.has_face:
