@@ -4,7 +4,8 @@ Images are paired on (subject, prompt, seed): the same subject, prompt and seed 
 systems. Per metric, the mean difference B - A over the pairs where both have a value, its 95%
 paired-bootstrap interval and a sign-flip permutation p-value (eval.stats). Rows of one side that
 share a key (several images per seed) are averaged first. A p-value above 0.05 or an interval that
-spans 0 means the change cannot be told from noise on these pairs.
+spans 0 means the change cannot be told from noise on these pairs. Face Div is a property of a set of
+images, not of one, so it is compared through the two summaries' intervals, not here.
 """
 from __future__ import annotations
 
