@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from .identity_loss import FaceIdentity
+from eval.faces import FaceInputError, load_image
+
+from .identity_loss import FaceIdentity, image_tensor
 from .identity_token import identity_prompt
 from .references import augmented, reference_plan
 
@@ -44,8 +46,8 @@ class IdentityImage:
 
 
 def _read_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    """The photo upright (EXIF orientation applied) in RGB; FaceInputError names a bad file."""
+    return Image.fromarray(load_image(path))
 
 
 def identity_folders(root: str | Path) -> list[Path]:
@@ -68,11 +70,11 @@ def scan_identity_folders(root: str | Path, face_identity: FaceIdentity,
         meta_file = folder / "identity.json"
         class_noun = json.loads(meta_file.read_text()).get("class_noun", "person") if meta_file.exists() else "person"
         try:
-            rgb = np.asarray(_read_rgb(path))
-        except (OSError, UnidentifiedImageError) as error:
-            log.warning("%s: skipped, cannot read the image (%s)", path, error)
+            rgb = load_image(path)
+        except FaceInputError as error:
+            log.warning("%s: skipped, cannot read the image (%s)", path, error.reason)
             continue
-        embedding = face_identity.mean_identity(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255)
+        embedding = face_identity.mean_identity(image_tensor(rgb))
         if embedding is None:
             log.warning("%s: skipped, no face found", path)
             continue

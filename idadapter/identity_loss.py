@@ -18,6 +18,14 @@ from eval.faces.detector import YuNetDetector
 from .torch_recognizer import TorchRecognizer
 
 
+DETECTION_LONG_SIDE = 640
+
+
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """An H×W×3 uint8 RGB array as a (1, 3, H, W) float tensor in [0, 1]."""
+    return torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 255
+
+
 def _homogeneous(matrix_2x3: np.ndarray) -> np.ndarray:
     return np.vstack([matrix_2x3, [0.0, 0.0, 1.0]])
 
@@ -47,25 +55,29 @@ def align_faces(images: torch.Tensor, landmarks: list[np.ndarray], size: int = A
 class FaceIdentity(nn.Module):
     """images (B, 3, H, W) RGB in [0, 1] → identity embeddings (B, dim) and a found-a-face mask (B,)."""
 
-    def __init__(self, recognizer: TorchRecognizer, detector: YuNetDetector | None = None):
+    def __init__(self, recognizer: TorchRecognizer, detector: YuNetDetector | None = None,
+                 detection_long_side: int = DETECTION_LONG_SIDE):
         super().__init__()
         self.recognizer = recognizer
         self.detector = detector or YuNetDetector()
+        self.detection_long_side = detection_long_side
 
     @classmethod
     def from_register(cls, recognizer_id: str = "sface", model_file=None) -> "FaceIdentity":
         return cls(TorchRecognizer.from_register(recognizer_id, model_file))
 
-    @property
-    def recognizer_id(self) -> str:
-        return self.recognizer.recognizer_id
-
     @torch.no_grad()
     def landmarks(self, images: torch.Tensor) -> list[np.ndarray | None]:
-        """The main (largest) face's five landmarks per image, or None where no face is found."""
-        rgb = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        """The main (largest) face's five landmarks per image (in its pixels), or None where no face is found.
+
+        Detection runs on a copy scaled to `detection_long_side`: it needs no detail, and at training
+        resolution it would otherwise cost more than the recognizer.
+        """
+        scale = min(1.0, self.detection_long_side / max(images.shape[-2:]))
+        small = F.interpolate(images.detach().float(), scale_factor=scale, mode="area") if scale < 1 else images.detach().float()
+        rgb = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         found = [self.detector.detect(np.ascontiguousarray(image)) for image in rgb]
-        return [faces[0][2] if faces else None for faces in found]
+        return [faces[0][2] * (images.shape[-1] / small.shape[-1]) if faces else None for faces in found]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         points = self.landmarks(images)

@@ -15,7 +15,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from .base import load_base_pipeline
-from .identity_loss import FaceIdentity
+from .identity_loss import FaceIdentity, image_tensor
 from .identity_token import identity_prompt, identity_token_id, identity_token_injected
 from .injection import set_adapter_scale
 from .model import IDAdapter, IdentityConditioning, clip_reference_features
@@ -53,14 +53,15 @@ class IDAdapterPipeline:
     @torch.no_grad()
     def identity_conditioning(self, photo: Image.Image) -> IdentityConditioning:
         """E_r and E_c from one photo, duplicated N times as in the paper's inference."""
+        name = getattr(photo, "filename", "") or "the reference photo"
         photo = photo.convert("RGB")
         references = duplicated_references(photo, self.adapter.config.num_references)
         pixels = self.pipe.feature_extractor(images=references, return_tensors="pt").pixel_values.to(self.device)
         patches, classes = clip_reference_features(self.pipe.image_encoder, pixels[None])
-        image = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        image = image_tensor(np.asarray(photo)).to(self.device)
         identity = self.face_identity.mean_identity(image)
         if identity is None:
-            raise NoFaceInReference(f"{getattr(photo, 'filename', '') or 'the reference photo'}: no face found")
+            raise NoFaceInReference(f"{name}: no face found")
         dtype = self.pipe.unet.dtype
         return self.adapter(patches.to(dtype), classes.to(dtype), identity[None].to(dtype))
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from eval.faces import FaceInputError, load_image
 from governance import Actor, ConsentRefused, GovernanceContext, Purpose
 
 from . import __version__
@@ -96,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
     photo_path = Path(args.photo)
     try:
-        photo = Image.open(photo_path).convert("RGB")
-    except (OSError, ValueError) as error:
-        print(f"idadapter.sample: {photo_path}: cannot read the photo ({error})", file=sys.stderr)
+        photo = Image.fromarray(load_image(photo_path))  # upright: EXIF orientation applied
+    except FaceInputError as error:
+        print(f"idadapter.sample: cannot read the photo: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     photo.filename = str(photo_path)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(

@@ -8,12 +8,8 @@ from hypothesis import strategies as st
 
 from eval.faces import FaceAnalyzer, align_face, load_image
 from eval.faces.recognizers import cosine
-from idadapter.identity_loss import align_faces, identity_loss
+from idadapter.identity_loss import align_faces, identity_loss, image_tensor
 from idadapter.torch_recognizer import _dequantize
-
-
-def as_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +22,23 @@ def analyzed(faces_dir):
 def test_torch_sface_matches_onnxruntime_on_real_aligned_faces(face_identity, analyzed):
     for name, analysis in analyzed.items():
         face = analysis.main_face
-        torch_embedding = face_identity.recognizer(as_tensor(face.aligned))[0].detach().numpy()
+        torch_embedding = face_identity.recognizer(image_tensor(face.aligned))[0].detach().numpy()
         assert cosine(torch_embedding, face.embeddings["sface"]) > 0.99, name
 
 
 def test_torch_alignment_matches_the_face_cores_warp(face_identity, faces_dir):
     rgb = load_image(faces_dir / "ardern_2022.jpg")
-    (landmarks,) = face_identity.landmarks(as_tensor(rgb))
-    warped = align_faces(as_tensor(rgb), [landmarks])[0].permute(1, 2, 0).numpy() * 255
+    (landmarks,) = face_identity.landmarks(image_tensor(rgb))
+    warped = align_faces(image_tensor(rgb), [landmarks])[0].permute(1, 2, 0).numpy() * 255
     reference = align_face(rgb, landmarks).astype(np.float32)
     assert np.abs(warped - reference).mean() < 1.0  # grey levels, of 255
 
 
 @pytest.mark.slow
 def test_identity_loss_is_low_for_the_same_person_and_its_gradient_reaches_the_image(face_identity, faces_dir):
-    obama_reference = face_identity.mean_identity(as_tensor(load_image(faces_dir / "obama_oval.jpg")))
-    same = as_tensor(load_image(faces_dir / "obama_flag.jpg")).requires_grad_(True)
-    other = as_tensor(load_image(faces_dir / "sunak.jpg"))
+    obama_reference = face_identity.mean_identity(image_tensor(load_image(faces_dir / "obama_oval.jpg")))
+    same = image_tensor(load_image(faces_dir / "obama_flag.jpg")).requires_grad_(True)
+    other = image_tensor(load_image(faces_dir / "sunak.jpg"))
     same_loss, used = identity_loss(face_identity, same, obama_reference[None])
     other_loss, _ = identity_loss(face_identity, other, obama_reference[None])
     assert used.tolist() == [True]
@@ -78,3 +74,13 @@ def test_block_dequantization_matches_onnx_reference(blocks, rows, block_size, s
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
     expected = ReferenceEvaluator(model).run(None, {"x": quantized, "s": scales, "z": zero_points})[0]
     np.testing.assert_allclose(_dequantize(quantized, scales, zero_points, 0, block_size), expected, rtol=1e-6)
+
+
+def test_detection_on_a_scaled_copy_finds_the_same_landmarks(face_identity, faces_dir):
+    from idadapter.identity_loss import FaceIdentity
+
+    image = image_tensor(load_image(faces_dir / "obama_podium.jpg"))
+    full_size = FaceIdentity(face_identity.recognizer, detection_long_side=10_000).landmarks(image)[0]
+    scaled = FaceIdentity(face_identity.recognizer, detection_long_side=320).landmarks(image)[0]
+    eye_distance = np.linalg.norm(full_size[0] - full_size[1])
+    assert np.abs(scaled - full_size).max() < 0.1 * eye_distance

@@ -81,3 +81,14 @@ def test_a_consenting_subject_gets_signed_logged_images_and_a_manifest_the_repor
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tester" in report.read_text()
+
+
+@pytest.mark.slow
+def test_a_photo_without_a_face_stops_the_sampler_with_a_clear_message(workspace, tiny_base, capsys):
+    from PIL import Image
+
+    blank = workspace / "wall.png"
+    Image.new("RGB", (200, 200), (180, 170, 160)).save(blank)
+    assert main(sample_args(workspace, tiny_base, "tester", blank)) == 2
+    assert "wall.png: no face found" in capsys.readouterr().err
+    assert not (workspace / "out").exists()
