@@ -6,20 +6,21 @@
 Order of work: the consent gate first (avatar-generation for --subject; a refusal is logged, printed
 and exits 3 before the photo is opened), then generation; each PNG is C2PA-signed and logged in the
 audit log before its line is appended to DIR/manifest.jsonl (the run manifest of docs/contracts.md,
-which `python -m eval.score` and `python -m eval.report` read). The reference photo is copied into
-DIR/refs/ so that the manifest's paths stay inside DIR.
+which `python -m eval.score` and `python -m eval.report` read). The reference photo (a file, or a
+photo in the governance vault, read through the same gate) is copied into DIR/refs/ so that the
+manifest's paths stay inside DIR.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from eval.faces import FaceInputError, load_image
 from governance import Actor, ConsentRefused, GovernanceContext, Purpose
@@ -37,7 +38,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base", required=True, help="Stable Diffusion folder (diffusers layout) or local HF-cache id")
     parser.add_argument("--adapter", required=True, help="adapter folder or .safetensors file")
     parser.add_argument("--image-encoder", help="CLIP vision folder (default: the base folder's image_encoder)")
-    parser.add_argument("--photo", required=True, help="the subject's reference photo")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--photo", help="the subject's reference photo (a file)")
+    source.add_argument("--vault-photo", metavar="FILE_ID",
+                        help="the subject's reference photo in the governance vault (read through the consent gate)")
     parser.add_argument("--subject", required=True, help="the subject's id in the consent registry")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--class-noun", default="person", help='"woman", "man", ...: the word the identity token follows')
@@ -61,13 +65,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _copy_reference(photo: Path, out: Path, subject: str) -> str:
-    digest = hashlib.sha256(photo.read_bytes()).hexdigest()[:12]
-    relative = Path("refs") / f"{subject}_{digest}{photo.suffix.lower()}"
+def _reference_bytes(args: argparse.Namespace, gov: GovernanceContext, actor: Actor) -> tuple[bytes, str]:
+    """The reference photo's bytes and a name for messages: from a file, or decrypted from the vault."""
+    if args.vault_photo:
+        data = gov.vault.read(args.subject, args.vault_photo, purpose=Purpose.AVATAR_GENERATION, actor=actor)
+        return data, f"vault photo {args.vault_photo} of {args.subject}"
+    path = Path(args.photo)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as error:
+        raise FaceInputError(path, f"cannot read ({error.strerror})") from None
+
+
+def _copy_reference(data: bytes, image: Image.Image, out: Path, subject: str) -> str:
+    """The reference saved under DIR/refs/ (its original bytes), for the manifest; returns its relative path."""
+    suffix = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}.get(image.format or "", ".img")
+    relative = Path("refs") / f"{subject}_{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
     target = out / relative
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(photo, target)
+        target.write_bytes(data)
     return relative.as_posix()
 
 
@@ -95,13 +112,14 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_REFUSED
 
-    photo_path = Path(args.photo)
     try:
-        photo = Image.fromarray(load_image(photo_path))  # upright: EXIF orientation applied
-    except FaceInputError as error:
+        data, name = _reference_bytes(args, gov, actor)
+        original = Image.open(io.BytesIO(data))
+        photo = Image.fromarray(load_image(original))  # upright: EXIF orientation applied
+    except (FaceInputError, UnidentifiedImageError) as error:
         print(f"idadapter.sample: cannot read the photo: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    photo.filename = str(photo_path)
+    photo.filename = name
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
         args.dtype or ("float16" if args.device.startswith("cuda") else "float32"))
     pipeline = IDAdapterPipeline.from_pretrained(args.base, args.adapter, image_encoder=args.image_encoder,
@@ -115,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    reference = _copy_reference(photo_path, out, args.subject)
+    reference = _copy_reference(data, original, out, args.subject)
     generator_info = {"name": "idadapter", "version": __version__,
                       "trained_with": [pipeline.adapter.config.recognizer], "adapter_scale": args.scale}
     with (out / MANIFEST_NAME).open("a") as manifest:

@@ -92,3 +92,23 @@ def test_a_photo_without_a_face_stops_the_sampler_with_a_clear_message(workspace
     assert main(sample_args(workspace, tiny_base, "tester", blank)) == 2
     assert "wall.png: no face found" in capsys.readouterr().err
     assert not (workspace / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_reference_can_come_from_the_encrypted_vault_through_the_gate(workspace, tiny_base, faces_dir):
+    gov = GovernanceContext.load(workspace / "gov" / "governance.toml")
+    photo = (faces_dir / "ardern_2022.jpg").read_bytes()
+    file_id = gov.vault.put("tester", photo, purpose=Purpose.AVATAR_GENERATION, actor=Actor("registrar", "operator"))
+    args = sample_args(workspace, tiny_base, "tester", "unused")
+    args[args.index("--photo"):args.index("--photo") + 2] = ["--vault-photo", file_id]
+    assert main(args) == 0
+    entries = read_manifest(workspace / "out" / "manifest.jsonl").entries
+    assert (workspace / "out" / entries[0].references[0]).read_bytes() == photo
+    reads = [e for e in GovernanceContext.load(workspace / "gov" / "governance.toml").audit_log.entries()
+             if e["action"] == "vault.read"]
+    assert [(e["subject"], e["outcome"]) for e in reads] == [("tester", "ok")]
+
+
+def test_an_unreadable_photo_is_named(workspace, tiny_base, capsys):
+    assert main(sample_args(workspace, tiny_base, "tester", workspace / "missing.jpg")) == 2
+    assert "missing.jpg" in capsys.readouterr().err
