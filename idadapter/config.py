@@ -24,6 +24,9 @@ class IDAdapterConfig(BaseModel):
     mff_layers: int = Field(2, ge=1, description="transformer blocks in the mixed-facial-features encoder")
     mff_heads: int = Field(16, ge=1)
     identity_token: str = Field("sks", description="the prompt word whose input embedding E_c replaces")
+    reference_crop_scale: float | None = Field(
+        3.5, gt=0, description="references are cropped to a square this many eye-to-mouth distances wide "
+                               "around the face before CLIP; None: the whole photo")
 
     @classmethod
     def for_models(cls, unet, text_encoder, image_encoder, **overrides) -> "IDAdapterConfig":

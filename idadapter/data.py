@@ -8,7 +8,7 @@
         ...                       (no caption: "a photo of a <class noun>")
 
 One sample = one target photo of an identity, N references drawn from the identity's other photos
-(padded with flipped / rotated / recoloured copies when it has fewer), the mean identity feature of
+(cropped to the face; padded with flipped / rotated / recoloured copies when it has fewer), the mean identity feature of
 the references, and the caption with "<class noun> is sks" appended. An image that cannot be read or
 holds no detectable face is reported by name and left out; the rest of the set is used.
 """
@@ -30,7 +30,7 @@ from eval.faces import FaceInputError, load_image
 
 from .identity_loss import FaceIdentity, image_tensor
 from .identity_token import identity_prompt
-from .references import augmented, reference_plan
+from .references import augmented, face_crop, reference_plan
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -43,6 +43,7 @@ class IdentityImage:
     class_noun: str
     caption: str
     embedding: np.ndarray  # the recognizer's normalised feature of its main face
+    landmarks: np.ndarray  # that face's five landmarks, in the image's pixels
 
 
 def _read_rgb(path: Path) -> Image.Image:
@@ -74,13 +75,15 @@ def scan_identity_folders(root: str | Path, face_identity: FaceIdentity,
         except FaceInputError as error:
             log.warning("%s: skipped, cannot read the image (%s)", path, error.reason)
             continue
-        embedding = face_identity.mean_identity(image_tensor(rgb))
-        if embedding is None:
+        image = image_tensor(rgb)
+        (landmarks,) = face_identity.landmarks(image)
+        if landmarks is None:
             log.warning("%s: skipped, no face found", path)
             continue
+        embedding = face_identity.mean_identity(image, [landmarks])
         caption_file = path.with_suffix(".txt")
         caption = caption_file.read_text().strip() if caption_file.exists() else f"a photo of a {class_noun}"
-        images.append(IdentityImage(path, folder.name, class_noun, caption, embedding.cpu().numpy()))
+        images.append(IdentityImage(path, folder.name, class_noun, caption, embedding.cpu().numpy(), landmarks))
     if not images:
         raise ValueError(f"{root}: no image with a detectable face")
     return images
@@ -98,13 +101,14 @@ class IdentityDataset(Dataset):
     """Map-style: a key is (target image index, sample seed); the seed fixes the reference draw."""
 
     def __init__(self, images: list[IdentityImage], tokenizer, feature_extractor, resolution: int,
-                 num_references: int, identity_token: str = "sks"):
+                 num_references: int, identity_token: str = "sks", reference_crop_scale: float | None = 3.5):
         self.images = images
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor
         self.resolution = resolution
         self.num_references = num_references
         self.identity_token = identity_token
+        self.reference_crop_scale = reference_crop_scale
         self.by_identity: dict[str, list[int]] = {}
         for index, image in enumerate(images):
             self.by_identity.setdefault(image.identity, []).append(index)
@@ -119,7 +123,8 @@ class IdentityDataset(Dataset):
         siblings = self.by_identity[target.identity]
         candidates = [i for i in siblings if i != index] or siblings
         plan = reference_plan(candidates, self.num_references, rng)
-        references = [_read_rgb(self.images[i].path) for i, _ in plan]
+        references = [face_crop(_read_rgb(self.images[i].path), self.images[i].landmarks, self.reference_crop_scale)
+                      for i, _ in plan]
         references = [augmented(image, rng) if augment else image for image, (_, augment) in zip(references, plan)]
         identity = np.mean([self.images[i].embedding for i, _ in plan], axis=0)
         pixels = np.asarray(_square(_read_rgb(target.path), self.resolution), dtype=np.float32) / 127.5 - 1

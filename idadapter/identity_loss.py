@@ -79,8 +79,10 @@ class FaceIdentity(nn.Module):
         found = [self.detector.detect(np.ascontiguousarray(image)) for image in rgb]
         return [faces[0][2] * (images.shape[-1] / small.shape[-1]) if faces else None for faces in found]
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        points = self.landmarks(images)
+    def forward(self, images: torch.Tensor, landmarks: list[np.ndarray | None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of the faces at `landmarks` (found by `self.landmarks` when not given)."""
+        points = self.landmarks(images) if landmarks is None else landmarks
         found = torch.tensor([p is not None for p in points], device=images.device)
         embeddings = torch.zeros(len(images), self.recognizer.dim, device=images.device)
         if found.any():
@@ -89,9 +91,10 @@ class FaceIdentity(nn.Module):
         return embeddings, found
 
     @torch.no_grad()
-    def mean_identity(self, images: torch.Tensor) -> torch.Tensor | None:
+    def mean_identity(self, images: torch.Tensor, landmarks: list[np.ndarray | None] | None = None
+                      ) -> torch.Tensor | None:
         """f_a: the normalised mean embedding of the faces found in a reference set, None if none."""
-        embeddings, found = self(images)
+        embeddings, found = self(images, landmarks)
         if not found.any():
             return None
         return F.normalize(embeddings[found].mean(dim=0), dim=-1)

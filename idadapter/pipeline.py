@@ -19,7 +19,7 @@ from .identity_loss import FaceIdentity, image_tensor
 from .identity_token import identity_prompt, identity_token_id, identity_token_injected
 from .injection import set_adapter_scale
 from .model import IDAdapter, IdentityConditioning, clip_reference_features
-from .references import duplicated_references
+from .references import duplicated_references, face_crop
 from .weights import load_adapter
 
 
@@ -55,13 +55,15 @@ class IDAdapterPipeline:
         """E_r and E_c from one photo, duplicated N times as in the paper's inference."""
         name = getattr(photo, "filename", "") or "the reference photo"
         photo = photo.convert("RGB")
-        references = duplicated_references(photo, self.adapter.config.num_references)
+        image = image_tensor(np.asarray(photo)).to(self.device)
+        (landmarks,) = self.face_identity.landmarks(image)
+        if landmarks is None:
+            raise NoFaceInReference(f"{name}: no face found")
+        identity = self.face_identity.mean_identity(image, [landmarks])
+        face = face_crop(photo, landmarks, self.adapter.config.reference_crop_scale)
+        references = duplicated_references(face, self.adapter.config.num_references)
         pixels = self.pipe.feature_extractor(images=references, return_tensors="pt").pixel_values.to(self.device)
         patches, classes = clip_reference_features(self.pipe.image_encoder, pixels[None])
-        image = image_tensor(np.asarray(photo)).to(self.device)
-        identity = self.face_identity.mean_identity(image)
-        if identity is None:
-            raise NoFaceInReference(f"{name}: no face found")
         dtype = self.pipe.unet.dtype
         return self.adapter(patches.to(dtype), classes.to(dtype), identity[None].to(dtype))
 

@@ -110,6 +110,7 @@ def train(config: TrainConfig) -> Path:
     dataset = IdentityDataset(
         scan_identity_folders(config.data_dir, models.face_identity, identities), models.tokenizer, models.feature_extractor,
         config.resolution, config.num_references, models.adapter.config.identity_token,
+        models.adapter.config.reference_crop_scale,
     )
     accumulation = config.gradient_accumulation_steps
     loader = DataLoader(dataset, num_workers=config.num_workers, batch_sampler=StepBatchSampler(

@@ -84,3 +84,19 @@ def test_detection_on_a_scaled_copy_finds_the_same_landmarks(face_identity, face
     scaled = FaceIdentity(face_identity.recognizer, detection_long_side=320).landmarks(image)[0]
     eye_distance = np.linalg.norm(full_size[0] - full_size[1])
     assert np.abs(scaled - full_size).max() < 0.1 * eye_distance
+
+
+@pytest.mark.parametrize("name", ["obama_podium.jpg", "sunak.jpg"])
+def test_the_reference_crop_is_a_square_around_the_face(face_identity, faces_dir, name):
+    from PIL import Image
+
+    from idadapter.references import face_crop
+
+    rgb = load_image(faces_dir / name)
+    (landmarks,) = face_identity.landmarks(image_tensor(rgb))
+    crop = face_crop(Image.fromarray(rgb), landmarks, 3.5)
+    assert crop.width == crop.height < min(rgb.shape[:2])
+    (inside,) = face_identity.landmarks(image_tensor(np.asarray(crop)))
+    assert inside is not None  # the face is in the crop, and fills a good part of it
+    assert np.linalg.norm(inside[0] - inside[1]) > 0.15 * crop.width
+    assert face_crop(Image.fromarray(rgb), landmarks, None).size == (rgb.shape[1], rgb.shape[0])
