@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.files import write_text_atomic
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 DEFAULT_TARGET_FAR = 0.01
 
@@ -139,10 +141,7 @@ def calibrate_folder(folder: str | Path, out_path: str | Path | None = None, *,
         entry = operating_point(scores[same], scores[~same], target_far)
         entry["models"] = fingerprint(recognizer.model_ids)
         calibration["recognizers"][name] = entry
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(json.dumps(calibration, indent=2), encoding="utf-8")
-    tmp.replace(out_path)
+    write_text_atomic(out_path, json.dumps(calibration, indent=2))
     calibration["roc_plot"] = str(plot_roc(calibration, out_path.with_suffix(".png")))
     return calibration
 

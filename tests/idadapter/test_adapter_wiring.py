@@ -105,7 +105,7 @@ def test_trainable_count_at_the_real_sd21_shape_is_near_the_papers_262m(capsys):
     with capsys.disabled():
         for recognizer, count in counts.items():
             print(f"\nSD 2.1 trainable parameters ({recognizer}): "
-                  + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in count.items()) + f" — paper 262M")
+                  + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in count.items()) + " — paper 262M")
     arcface = counts["arcface"]
     assert round(arcface["gated_self_attention"] / 1e5) == 2112  # 211.2M, measured independently in the issue
     assert round(arcface["cross_attention_kv"] / 1e5) == 256
