@@ -18,27 +18,26 @@ SEED = 0
 EXACT_PERMUTATION_MAX_N = 16
 
 
+class _Rounded:
+    def as_dict(self) -> dict:
+        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()}
+
+
 @dataclass(frozen=True)
-class Interval:
+class Interval(_Rounded):
     mean: float
     ci_low: float
     ci_high: float
     n: int
 
-    def as_dict(self) -> dict:
-        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()}
-
 
 @dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(_Rounded):
     diff: float  # mean of (b - a)
     ci_low: float
     ci_high: float
     p_value: float
     n: int
-
-    def as_dict(self) -> dict:
-        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()}
 
 
 def _clean(values) -> np.ndarray:
