@@ -4,9 +4,11 @@
         --prompt "a photo of a woman on a beach" -n 4 --out DIR
 
 Order of work: the consent gate first (avatar-generation for --subject; a refusal is logged, printed
-and exits 3 before the photo is opened), then generation; each PNG is C2PA-signed and logged in the
-audit log before its line is appended to DIR/manifest.jsonl (the run manifest of docs/contracts.md,
-which `python -m eval.score` and `python -m eval.report` read). The reference photo (a file, or a
+and exits 3 before the photo is opened); then a --photo file must match the subject's photos enrolled
+in the vault (identity_check.py; a mismatch is logged, printed and exits 3; with none enrolled the run
+goes on with a warning); then generation. Each PNG is C2PA-signed and logged in the audit log before
+its line is appended to DIR/manifest.jsonl (the run manifest of docs/contracts.md, which
+`python -m eval.score` and `python -m eval.report` read). The reference photo (a file, or a
 photo in the governance vault, read through the same gate) is copied into DIR/refs/ so that the
 manifest's paths stay inside DIR.
 """
@@ -26,6 +28,7 @@ from eval.faces import FaceInputError, load_image
 from governance import Actor, ConsentRefused, GovernanceContext, Purpose
 
 from . import __version__
+from .identity_check import check_photo_identity
 from .pipeline import IDAdapterPipeline, NoFaceInReference
 
 EXIT_REFUSED = 3
@@ -77,6 +80,32 @@ def _reference_bytes(args: argparse.Namespace, gov: GovernanceContext, actor: Ac
         raise FaceInputError(path, f"cannot read ({error.strerror})") from None
 
 
+def _reference_identity(args: argparse.Namespace, photo: Image.Image, data: bytes, gov: GovernanceContext,
+                        actor: Actor) -> dict | None:
+    """What the manifest records of the reference's identity; None when a --photo file is refused.
+
+    A --photo file is checked against the subject's enrolled vault photos and the check is logged (the
+    object is the photo's SHA-256); with nothing enrolled it goes on unverified, with a warning.
+    """
+    if args.vault_photo:
+        return {"source": "vault", "verified": True}  # the enrolled photo itself
+    check = check_photo_identity(photo, args.subject, gov, actor)
+    gov.audit_log.append(actor=actor.name, role=actor.role.value, action="idadapter.identity-check",
+                         subject=args.subject, object=hashlib.sha256(data).hexdigest(),
+                         outcome="refused" if check.refused else "ok", details=check.as_dict())
+    if check.refused:
+        found = "no usable face" if check.similarity is None else f"SFace similarity {check.similarity:.4f}"
+        print(f"idadapter.sample: refused — {photo.filename} does not match the {len(check.enrolled)} photo(s) "
+              f"of subject {args.subject!r} enrolled in the vault: {found}, threshold {check.threshold}. "
+              "Nothing was generated; the refusal is in the audit log.", file=sys.stderr)
+        return None
+    if not check.enrolled:
+        print(f"idadapter.sample: warning — the identity of {photo.filename} could not be verified: no photo of "
+              f"subject {args.subject!r} is enrolled in the vault. Generating anyway; the audit log and the "
+              "manifest record it as unverified.", file=sys.stderr)
+    return {"source": "file", **check.as_dict()}
+
+
 def _copy_reference(data: bytes, image: Image.Image, out: Path, subject: str) -> str:
     """The reference saved under DIR/refs/ (its original bytes), for the manifest; returns its relative path."""
     suffix = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}.get(image.format or "", ".img")
@@ -120,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"idadapter.sample: cannot read the photo: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     photo.filename = name
+    identity = _reference_identity(args, photo, data, gov, actor)
+    if identity is None:
+        return EXIT_REFUSED
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
         args.dtype or ("float16" if args.device.startswith("cuda") else "float32"))
     pipeline = IDAdapterPipeline.from_pretrained(args.base, args.adapter, image_encoder=args.image_encoder,
@@ -135,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     reference = _copy_reference(data, original, out, args.subject)
     generator_info = {"name": "idadapter", "version": __version__,
-                      "trained_with": [pipeline.adapter.config.recognizer], "adapter_scale": args.scale}
+                      "trained_with": [pipeline.adapter.config.recognizer], "adapter_scale": args.scale,
+                      "reference_identity": identity}
     with (out / MANIFEST_NAME).open("a") as manifest:
         for image, seed, path in zip(images, seeds, _free_image_paths(out, args.subject, len(images))):
             partial = path.with_suffix(".unsigned.png")
