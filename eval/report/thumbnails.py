@@ -6,7 +6,9 @@ import io
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from eval.faces import FaceInputError, load_image
 
 TILE_PX = 200
 CROP_PX = 96
@@ -20,13 +22,12 @@ class ThumbnailError(ValueError):
 @lru_cache(maxsize=2048)
 def _cached(path: str, mtime_ns: int, size: int) -> str:
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((size, size), Image.Resampling.LANCZOS)
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ThumbnailError(f"{path}: cannot read image ({exc})") from exc
+        image = Image.fromarray(load_image(path))  # upright, RGB, any mode, bomb-capped
+    except FaceInputError as exc:
+        raise ThumbnailError(f"{path}: cannot read image ({exc.reason})") from exc
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eval.cache import ResultCache, sha256_bytes
+from eval.faces import load_image
 from eval.faces.recognizers import cosine
 from eval.scoring import MetricUnavailable
 from eval.scoring.analysis import ImageRecord
@@ -69,10 +70,7 @@ class ClipScorer:
         import torch
         from PIL import Image
 
-        images = []
-        for path in paths:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+        images = [Image.fromarray(load_image(path)) for path in paths]  # the pixels the face core saw
         with torch.inference_mode():
             return _features(self.model.get_image_features(**self.processor(images=images, return_tensors="pt")))
 
