@@ -37,14 +37,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def encode(record: dict) -> bytes:
     arrays = {key: np.ascontiguousarray(value) for key, value in record.items() if isinstance(value, np.ndarray)}
     if any(array.dtype.hasobject for array in arrays.values()):

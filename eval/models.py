@@ -10,7 +10,6 @@ and otherwise a `ModelNotFound` error that names the file, its licence and how t
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
+
+from eval.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -192,11 +193,7 @@ def model_path(model_id: str, path: str | os.PathLike | None = None) -> Path:
 
 @lru_cache(maxsize=None)
 def _sha256(path: Path, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.cache import ResultCache, sha256_file
+from eval.cache import ResultCache
 from eval.faces import Face, FaceAnalyzer, ImageAnalysis, load_image
+from eval.files import sha256_file
 from eval.models import ModelNotFound, file_sha256, model_path
 
 FACES_VERSION = "faces-v1"
