@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, GatesFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the report itself cannot be written
+        print(f"error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(out)
     return 0
 
