@@ -68,7 +68,8 @@ def publish_scores_set(out_dir: Path, scores: pd.DataFrame, summary: dict,
     try:
         staging.mkdir()
         scores.to_parquet(staging / SCORES_PARQUET, index=False)
-        scores.to_csv(staging / SCORES_CSV, index=False)
+        # CRLF rows (RFC 4180): a field holding a lone "\r" or "\n" is then quoted, so it reads back as one field
+        scores.to_csv(staging / SCORES_CSV, index=False, lineterminator="\r\n")
         (staging / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
         for name in (SCORES_PARQUET, SCORES_CSV, SUMMARY_JSON):
             _fsynced(staging / name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 from PIL import Image
 
 from eval.outputs import read_scores_set
@@ -33,18 +33,21 @@ path_values = st.sampled_from([f"f{i}.png" for i in range(len(FILE_KINDS))] + ["
 
 @st.composite
 def manifest_lines(draw) -> bytes:
-    kind = draw(st.sampled_from(["entry", "entry", "entry", "bytes", "json"]))
+    kind = draw(st.sampled_from(["entry", "entry", "entry", "entry", "bytes", "json"]))
     if kind == "bytes":
         return draw(st.binary(max_size=40)).replace(b"\n", b" ")
     if kind == "json":
         return json.dumps(draw(json_values)).encode()
-    entry = {"system": draw(st.sampled_from(["a", "b"]) | json_values), "subject": "macron",
-             "references": draw(st.lists(path_values, min_size=1, max_size=2) | json_values),
-             "prompt": draw(st.sampled_from(["NA", "null", "1", "a photo"]) | st.text(max_size=10)),
-             "prompt_category": draw(st.sampled_from(["identity", "style"]) | json_values),
-             "seed": draw(st.integers(-(2**70), 2**70) | json_values), "image": draw(path_values)}
-    for key in draw(st.lists(st.sampled_from(list(entry)), max_size=2)):
-        del entry[key]
+    entry = {"system": draw(st.sampled_from(["a", "b"])), "subject": "macron",
+             "references": draw(st.lists(path_values, min_size=1, max_size=2)),
+             "prompt": draw(st.sampled_from(["NA", "null", "1", "a photo", ""]) | st.text(max_size=10)),
+             "prompt_category": draw(st.sampled_from(["identity", "style"])),
+             "seed": draw(st.integers(0, 2**31) | st.none()), "image": draw(path_values)}
+    fault = draw(st.sampled_from(["none", "none", "none", "value", "missing"]))  # most entries are valid
+    if fault == "value":
+        entry[draw(st.sampled_from(list(entry)))] = draw(json_values)
+    elif fault == "missing":
+        del entry[draw(st.sampled_from(list(entry)))]
     return json.dumps(entry).encode()
 
 
@@ -94,6 +97,7 @@ def test_any_manifest_and_files_give_a_clean_exit_and_one_consistent_set(tmp_pat
     scored = _run("eval.score", str(run / "manifest.jsonl"), "--cache", str(root.parent / "property-cache.sqlite"),
                   "--quiet", "--recognizers", "sface", cwd=root)
     assert scored.returncode in (0, 1, 2) and "Traceback" not in scored.stderr, scored.stderr
+    event(f"eval.score exit {scored.returncode}")  # --hypothesis-show-statistics shows the mix
     numbered = {n for n, line in enumerate(lines, start=1) if line.strip()}
     skipped = {n for n in numbered if f"line {n}: " in scored.stderr}
     out = run / "scores"

@@ -154,3 +154,14 @@ def test_report_on_a_corrupt_parquet_or_a_bad_utf8_manifest_is_exit_2_and_one_li
     assert report_main([str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
     assert "no valid line" in err and len(err.strip().splitlines()) <= 3
+
+
+def test_csv_text_with_line_breaks_reads_back_exactly(tmp_path):
+    from eval.outputs import read_scores_set
+
+    prompts = ["a\rb", "c\nd", "e\r\nf", '"quoted", comma', "NA"]
+    rows = pd.DataFrame({"line": range(1, 6), "system": "s", "subject": "x", "prompt": prompts, "status": "error"})
+    publish_scores_set(tmp_path, rows, {"systems": {}}, new_run_id())
+    (tmp_path / "scores.parquet").unlink()
+    scores, _ = read_scores_set(tmp_path)
+    assert list(scores["prompt"]) == prompts
