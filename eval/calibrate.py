@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.cache import CacheError, open_cache
-from eval.files import write_text_atomic
+from eval.files import read_json, write_text_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 DEFAULT_TARGET_FAR = 0.01
@@ -32,7 +32,7 @@ def load_thresholds(path: str | Path) -> dict[str, float]:
     """{recognizer: threshold} from a calibration JSON; raises ValueError naming the file on bad content."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         thresholds = {name: entry["threshold"] for name, entry in data["recognizers"].items()}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError,
             ValueError) as error:

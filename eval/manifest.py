@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(json_schema(), indent=2))
         return 0
-    manifest = read_manifest(args.manifest)
+    try:
+        manifest = read_manifest(args.manifest)
+    except OSError as error:
+        print(f"error: {args.manifest}: {error.strerror or error}", file=sys.stderr)
+        return 2
     for error in manifest.errors:
         print(f"{args.manifest}: {error}", file=sys.stderr)
     print(f"{len(manifest.entries)} valid lines, {len(manifest.errors)} malformed")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.files import read_json
+
 SCORES_PARQUET, SCORES_CSV, SUMMARY_JSON = "scores.parquet", "scores.csv", "summary.json"
 LOCK_FILE = ".eval-score.lock"
 RUN_ID = "run_id"
@@ -104,7 +106,7 @@ def _file_run_ids(path: Path) -> set[str]:
 def read_summary(folder: Path) -> dict:
     path = folder / SUMMARY_JSON
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary = read_json(path)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise OutputSetError(f"{path}: cannot read the summary ({type(error).__name__}: {error})") from None
     if not isinstance(summary, dict):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import platformdirs
 
+from eval.files import read_json
 from eval.report.governance_checks import GovernanceChecks, check_governance, load_context, not_configured
 
 DEMO_CANDIDATE = "ideal"
@@ -132,7 +133,7 @@ def _load_calibration(path: Path | None) -> tuple[dict | None, str]:
     if path is None:
         return None, "no calibration file given (--calibration)"
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8")), str(path)
+        return read_json(path), str(path)
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise RunError(f"{path}: cannot read the calibration ({exc})") from exc
 

@@ -165,3 +165,22 @@ def test_csv_text_with_line_breaks_reads_back_exactly(tmp_path):
     (tmp_path / "scores.parquet").unlink()
     scores, _ = read_scores_set(tmp_path)
     assert list(scores["prompt"]) == prompts
+
+
+def test_json_inputs_named_as_fifos_are_refused_not_waited_on(tmp_path):
+    from eval.calibrate import load_thresholds
+    from eval.report.run import RunError, _load_calibration
+
+    os.mkfifo(tmp_path / "t.json")
+    with pytest.raises(ValueError, match="FIFO"):
+        load_thresholds(tmp_path / "t.json")
+    with pytest.raises(RunError, match="FIFO"):
+        _load_calibration(tmp_path / "t.json")
+
+
+def test_manifest_check_on_a_fifo_is_one_line(tmp_path, capsys):
+    from eval.manifest import main as manifest_main
+
+    os.mkfifo(tmp_path / "m.jsonl")
+    assert manifest_main(["check", str(tmp_path / "m.jsonl")]) == 2
+    assert "FIFO" in capsys.readouterr().err
