@@ -71,7 +71,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, vkey: str) -> "VerifierKey":
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)  # base64 may itself hold "+"
         try:
             name, id_hex, encoded = parts
             raw = base64.b64decode(encoded, validate=True)

@@ -44,7 +44,7 @@ func (v *cosignatureVerifier) Verify(msg, sig []byte) bool {
 }
 
 func newCosignatureVerifier(vkey string) (note.Verifier, error) {
-	parts := strings.Split(vkey, "+")
+	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) != 3 {
 		return nil, errors.New("witness vkey is not name+hash+key")
 	}
