@@ -221,7 +221,7 @@ def _log_to_verify(args) -> tuple[AuditLog, str]:
     return AuditLog(path, public_key=public_key, checkpoint_dir=checkpoints, origin=origin), trust
 
 
-def _verify_log(args) -> tuple[AuditVerification, str]:
+def _verify_log(args) -> tuple[AuditLog, AuditVerification, str]:
     log, trust = _log_to_verify(args)
     witnesses = [VerifierKey.parse(vkey) for vkey in args.witness or []]
     state_path = Path(args.state) if getattr(args, "state", None) else None
@@ -232,12 +232,12 @@ def _verify_log(args) -> tuple[AuditVerification, str]:
     if state_path and result.ok and result.newest_checkpoint:
         write_atomically(state_path, result.newest_checkpoint.encode("utf-8"))
         trust += f"\nstate: {state_path} now remembers the newest checkpoint"
-    return result, trust
+    return log, result, trust
 
 
 def cmd_audit_verify(args) -> int:
     """Needs the log and its public key; the workspace only for what was not given."""
-    result, trust = _verify_log(args)
+    _, result, trust = _verify_log(args)
     print(result)
     print(trust)
     return 0 if result.ok else 1
@@ -293,14 +293,13 @@ def cmd_provenance_verify(args) -> int:
 
 
 def cmd_audit_dir(args) -> int:
-    verification, trust = _verify_log(args)
+    log, verification, trust = _verify_log(args)
     if args.registry:
         if not Path(args.registry).is_file():
             raise FileNotFoundError(f"consent registry {args.registry} not found")
         registry = ConsentRegistry(args.registry)
     else:
         registry = _workspace(args, "--registry consent.sqlite").registry
-    log, _ = _log_to_verify(args)
     report = audit_dir(args.directory, verifier=ProvenanceVerifier(_trust_anchors(args)), audit_log=log,
                        registry=registry, verification=verification)
     if args.json == "-":
