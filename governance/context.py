@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
 from governance.compliance import ComplianceReport, audit_dir
 from governance.consent import ConsentRecord, Purpose
+from governance.database import StoreLocation
 from governance.keys import MASTER_KEY_ENV, LocalMasterKey
 from governance.pki import init_test_pki
 from governance.provenance import ImageSigner, ProvenanceResult, ProvenanceVerifier, SigningIdentity, file_digest
@@ -44,7 +45,7 @@ CONFIG_NAME = "governance.toml"
 class GovernanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    registry: Path
+    registry: StoreLocation
     vault: Path
     master_key: Path | None = None
     audit_log: Path
