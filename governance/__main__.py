@@ -20,6 +20,7 @@ from governance.checkpoint import COSIGNATURE_V1, Checkpoint, VerifierKey, cosig
 from governance.compliance import audit_dir
 from governance.consent import LawfulBasis, Purpose, json_schema, new_record
 from governance.context import CONFIG_ENV, GovernanceContext
+from governance.database import is_url
 from governance.demo import create_demo_governance
 from governance.keys import LocalMasterKey, WrongMasterKey
 from governance.pki import NOT_FOR_PRODUCTION, init_test_pki
@@ -295,8 +296,8 @@ def cmd_provenance_verify(args) -> int:
 def cmd_audit_dir(args) -> int:
     log, verification, trust = _verify_log(args)
     if args.registry:
-        if not Path(args.registry).is_file():
-            raise FileNotFoundError(f"consent registry {args.registry} not found")
+        if not is_url(args.registry) and not Path(args.registry).is_file():
+            raise FileNotFoundError(f"consent registry {args.registry} not found; pass the SQLite file or its URL")
         registry = ConsentRegistry(args.registry)
     else:
         registry = _workspace(args, "--registry consent.sqlite").registry
@@ -430,7 +431,7 @@ def _add_verification_commands(commands) -> None:
     sub.add_argument("directory")
     sub.add_argument("--json", nargs="?", const="-", metavar="PATH",
                      help="write the report as JSON (to stdout without PATH)")
-    sub.add_argument("--registry", help="consent registry SQLite file (default: the configured one)")
+    sub.add_argument("--registry", help="consent registry: SQLite file or database URL (default: the configured one)")
     _add_log_verification_options(sub)
 
 

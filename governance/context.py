@@ -34,12 +34,14 @@ from governance.audit_log import (
 from governance.checkpoint import VerifierKey, fingerprint
 from governance.compliance import ComplianceReport, audit_dir
 from governance.consent import ConsentRecord, Purpose
+from governance.database import StoreLocation, is_url
 from governance.keys import MASTER_KEY_ENV, LocalMasterKey
 from governance.pki import init_test_pki
 from governance.provenance import ImageSigner, ProvenanceResult, ProvenanceVerifier, SigningIdentity, file_digest
 from governance.registry import ConsentDecision, ConsentRefused, ConsentRegistry
 from governance.roles import Actor, Permission
 from governance.vault import PhotoVault
+from governance.vault_keys import SqlKeyStore
 
 CONFIG_ENV = "GOVERNANCE_CONFIG"
 CONFIG_NAME = "governance.toml"
@@ -48,7 +50,7 @@ CONFIG_NAME = "governance.toml"
 class GovernanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    registry: Path
+    registry: StoreLocation
     vault: Path
     master_key: Path | None = None
     audit_log: Path
@@ -148,7 +150,9 @@ class GovernanceContext:
 
     @cached_property
     def vault(self) -> PhotoVault:
-        return PhotoVault(self.config.vault, self.master_key(), self.registry, self.audit_log)
+        # With the registry on a server, the data keys go there too: one key per subject for every host.
+        keys = SqlKeyStore(self.config.registry) if is_url(self.config.registry) else None
+        return PhotoVault(self.config.vault, self.master_key(), self.registry, self.audit_log, keys)
 
     @cached_property
     def signer(self) -> ImageSigner:

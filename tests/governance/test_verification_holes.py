@@ -5,9 +5,11 @@ without a trace, and verification that demanded a workspace and a role."""
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tracemalloc
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +210,9 @@ def test_verification_from_an_empty_folder_with_only_public_material(gov, consen
     shutil.copy(gov.config.trust_anchors[0], handed / "root.pem")
     shutil.copy(gov.config.audit_log, handed / "audit.jsonl")
     shutil.copytree(gov.audit_log.checkpoints.directory, handed / "audit.jsonl.checkpoints")
-    shutil.copy(gov.config.registry, handed / "consent.sqlite")
+    with closing(sqlite3.connect(gov.config.registry)) as source, \
+            closing(sqlite3.connect(handed / "consent.sqlite")) as copy:
+        source.backup(copy)  # a consistent copy, write-ahead log included
     (handed / "images").mkdir()
     shutil.copy(signed, handed / "images" / signed.name)
     env = {key: value for key, value in os.environ.items() if not key.startswith("GOVERNANCE_")}
