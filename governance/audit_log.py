@@ -123,6 +123,21 @@ def _signing_payload(entry: dict[str, Any]) -> bytes:
     return rfc8785.dumps({key: value for key, value in entry.items() if key != "sig"})
 
 
+def signed_entry(signing_key: Ed25519PrivateKey, seq: int, prev: str, **fields: Any) -> tuple[dict[str, Any], bytes]:
+    """Entry ``seq`` after the line hashed ``prev``, signed, and its canonical line (no newline)."""
+    entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
+    entry["sig"] = base64.b64encode(signing_key.sign(_signing_payload(entry))).decode()
+    return entry, rfc8785.dumps(entry)
+
+
+def check_append(signing_key: Ed25519PrivateKey | None, where: object, outcome: str) -> None:
+    """Why an append may not go ahead, raised before anything is written."""
+    if signing_key is None:
+        raise PermissionError(f"{where}: no audit signing key configured; this log is read-only")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+
+
 class AuditLog:
     """An append-only, tamper-evident log at ``path``; checkpoints go to ``<path>.checkpoints/``.
 
@@ -153,10 +168,7 @@ class AuditLog:
                object: str | None = None, role: str | None = None,
                details: dict[str, Any] | None = None) -> dict[str, Any]:
         """Append one entry and return it (with its ``seq``)."""
-        if self.signing_key is None:
-            raise PermissionError(f"{self.path}: no audit signing key configured; this log is read-only")
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        check_append(self.signing_key, self.path, outcome)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         try:
@@ -191,9 +203,8 @@ class AuditLog:
             os.close(fd)
 
     def _write_entry(self, fd: int, seq: int, prev: str, **fields: Any) -> dict[str, Any]:
-        entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
-        entry["sig"] = base64.b64encode(self.signing_key.sign(_signing_payload(entry))).decode()
-        data = rfc8785.dumps(entry) + b"\n"
+        entry, line = signed_entry(self.signing_key, seq, prev, **fields)
+        data = line + b"\n"
         written = os.write(fd, data)
         if written != len(data):
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes)")
