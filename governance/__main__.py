@@ -259,7 +259,11 @@ def cmd_witness_keygen(args) -> int:
 def cmd_witness_cosign(args) -> int:
     key = load_private_key(args.key)
     path = Path(args.checkpoint)
-    write_atomically(path, cosign(path.read_text(encoding="utf-8"), args.name, key).encode("utf-8"))
+    note = path.read_text(encoding="utf-8")
+    if args.vkey:  # a witness vouches only for what the log itself signed
+        log_key = VerifierKey.parse(args.vkey)
+        Checkpoint.parse_and_verify(note, log_key.public_key, log_key.name)
+    write_atomically(path, cosign(note, args.name, key).encode("utf-8"))
     print(f"cosigned {path} as witness {VerifierKey(args.name, key.public_key(), COSIGNATURE_V1)}")
     return 0
 
@@ -411,6 +415,7 @@ def _add_verification_commands(commands) -> None:
     sub.add_argument("checkpoint")
     sub.add_argument("--key", required=True, help="the witness's private key (PEM)")
     sub.add_argument("--name", required=True, help="the witness's name, as in its vkey")
+    sub.add_argument("--vkey", help="the log's vkey: cosign only if the log's own signature verifies")
 
     provenance = commands.add_parser("provenance", help="C2PA provenance").add_subparsers(dest="sub", required=True)
     sub = _command(provenance, "sign", cmd_provenance_sign, "sign a generated image (in place unless --out)")

@@ -125,8 +125,11 @@ def test_witness_cosignature(log, key, tmp_path, capsys):
     assert "no checkpoint carries a valid cosignature by witness 'witness.example/w1'" in capsys.readouterr().out
 
     newest = log.checkpoints.paths()[-1]
-    assert main(["audit", "witness", "cosign", str(newest), "--key", str(witness_key),
-                 "--name", "witness.example/w1"]) == 0
+    cosign_args = ["audit", "witness", "cosign", str(newest), "--key", str(witness_key), "--name", "witness.example/w1"]
+    other_log = vkey(Ed25519PrivateKey.generate())
+    assert main([*cosign_args, "--vkey", other_log]) == 2  # not signed by that log: the witness refuses
+    assert "no signature by key 'example.org/test-log'" in capsys.readouterr().err
+    assert main([*cosign_args, "--vkey", vkey(key)]) == 0
     assert cli_verify(log, key, "--witness", witness_vkey) == 0
     assert "witness witness.example/w1 cosigned the first 8 entries at" in capsys.readouterr().out
     log.checkpoint()  # re-signing the same tree keeps the cosignature
