@@ -137,6 +137,8 @@ def test_witness_cosignature(log, key, tmp_path, capsys):
 
     other = VerifierKey("witness.example/w1", Ed25519PrivateKey.generate().public_key(), COSIGNATURE_V1)
     assert cli_verify(log, key, "--witness", str(other)) == 1  # same name, another key
+    assert cli_verify(log, key, "--witness", vkey(key)) == 2  # the log's key is no witness key
+    assert "not a witness key (0x04)" in capsys.readouterr().err
 
 
 def test_forged_cosignature_is_refused(log, tmp_path):
@@ -146,7 +148,7 @@ def test_forged_cosignature_is_refused(log, tmp_path):
     signed = cosign(note, "w", witness, timestamp=1_700_000_000)
     assert cosigned_at(signed, witness_vkey) == 1_700_000_000
     assert cosigned_at(signed.replace("\n8\n", "\n9\n"), witness_vkey) is None
-    with pytest.raises(CheckpointError, match="witness name"):
+    with pytest.raises(CheckpointError, match="key name 'two words'"):
         cosign(note, "two words", witness)
 
 
