@@ -17,7 +17,9 @@ from pydantic import ValidationError
 
 from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
 from governance.audit_sql import AuditStoreError, SqlAuditLog
-from governance.checkpoint import COSIGNATURE_V1, Checkpoint, VerifierKey, cosign, fingerprint
+from governance.checkpoint import (
+    COSIGNATURE_V1, ED25519, Checkpoint, VerifierKey, check_key_name, cosign, fingerprint,
+)
 from governance.compliance import audit_dir
 from governance.consent import LawfulBasis, Purpose, json_schema, new_record
 from governance.context import CONFIG_ENV, GovernanceContext
@@ -199,7 +201,7 @@ def _workspace(args, needed_for: str) -> GovernanceContext:
 def _pinned_key(args) -> tuple[VerifierKey | None, object]:
     """(vkey, public key) from --vkey or --public-key; (None, None) when neither was given."""
     if args.vkey:
-        key = VerifierKey.parse(args.vkey)
+        key = VerifierKey.parse(args.vkey, ED25519)
         return key, key.public_key
     if args.public_key:
         return None, load_public_key(args.public_key)
@@ -228,7 +230,7 @@ def _log_to_verify(args) -> tuple[AuditLog, str]:
 
 def _verify_log(args) -> tuple[AuditLog, AuditVerification, str]:
     log, trust = _log_to_verify(args)
-    witnesses = [VerifierKey.parse(vkey) for vkey in args.witness or []]
+    witnesses = [VerifierKey.parse(vkey, COSIGNATURE_V1) for vkey in args.witness or []]
     state_path = Path(args.state) if getattr(args, "state", None) else None
     state = None
     if state_path and state_path.exists():
@@ -254,6 +256,7 @@ def cmd_audit_vkey(args) -> int:
 
 
 def cmd_witness_keygen(args) -> int:
+    check_key_name(args.name)
     key = generate_key_pair(args.key, Path(args.key + ".pub.pem"))
     print(f"witness key: {args.key} (keep it secret), public key: {args.key}.pub.pem")
     print(f"witness vkey: {VerifierKey(args.name, key.public_key(), COSIGNATURE_V1)}")
@@ -263,7 +266,11 @@ def cmd_witness_keygen(args) -> int:
 def cmd_witness_cosign(args) -> int:
     key = load_private_key(args.key)
     path = Path(args.checkpoint)
-    write_atomically(path, cosign(path.read_text(encoding="utf-8"), args.name, key).encode("utf-8"))
+    note = path.read_text(encoding="utf-8")
+    if args.vkey:  # a witness vouches only for what the log itself signed
+        log_key = VerifierKey.parse(args.vkey, ED25519)
+        Checkpoint.parse_and_verify(note, log_key.public_key, log_key.name)
+    write_atomically(path, cosign(note, args.name, key).encode("utf-8"))
     print(f"cosigned {path} as witness {VerifierKey(args.name, key.public_key(), COSIGNATURE_V1)}")
     return 0
 
@@ -427,6 +434,7 @@ def _add_verification_commands(commands) -> None:
     sub.add_argument("checkpoint")
     sub.add_argument("--key", required=True, help="the witness's private key (PEM)")
     sub.add_argument("--name", required=True, help="the witness's name, as in its vkey")
+    sub.add_argument("--vkey", help="the log's vkey: cosign only if the log's own signature verifies")
 
     provenance = commands.add_parser("provenance", help="C2PA provenance").add_subparsers(dest="sub", required=True)
     sub = _command(provenance, "sign", cmd_provenance_sign, "sign a generated image (in place unless --out)")

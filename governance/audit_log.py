@@ -9,6 +9,9 @@ catch a cut tail, which a chain alone cannot see.
 Appends hold an exclusive lock on the log file, so several processes may append at once. A crash mid-write leaves a last
 line without its newline: it is reported when the log is opened, verification fails on it, and the
 next append moves it to a quarantine file and records that in the log before writing its own entry.
+
+Building an entry (``build_entry``), checking one (``check_entry``) and verifying a whole log with its
+checkpoints (``verify_log``, over any iterable of lines) do not depend on the log being a file.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ def _signing_payload(entry: dict[str, Any]) -> bytes:
     return rfc8785.dumps({key: value for key, value in entry.items() if key != "sig"})
 
 
-def signed_entry(signing_key: Ed25519PrivateKey, seq: int, prev: str, **fields: Any) -> tuple[dict[str, Any], bytes]:
+def build_entry(seq: int, prev: str, signing_key: Ed25519PrivateKey, **fields: Any) -> tuple[dict[str, Any], bytes]:
     """Entry ``seq`` after the line hashed ``prev``, signed, and its canonical line (no newline)."""
     entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
     entry["sig"] = base64.b64encode(signing_key.sign(_signing_payload(entry))).decode()
@@ -203,7 +206,7 @@ class AuditLog:
             os.close(fd)
 
     def _write_entry(self, fd: int, seq: int, prev: str, **fields: Any) -> dict[str, Any]:
-        entry, line = signed_entry(self.signing_key, seq, prev, **fields)
+        entry, line = build_entry(seq, prev, self.signing_key, **fields)
         data = line + b"\n"
         written = os.write(fd, data)
         if written != len(data):

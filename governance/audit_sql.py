@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from governance.audit_log import (
-    GENESIS, LEGACY_ORIGIN, AuditVerification, check_append, line_hash, parse_entries, signed_entry, verify_log,
+    GENESIS, LEGACY_ORIGIN, AuditVerification, build_entry, check_append, line_hash, parse_entries, verify_log,
 )
 from governance.checkpoint import Checkpoint, CheckpointStore, StoredCheckpoint, VerifierKey
 from governance.database import StoreUnavailable, display, first_line, open_store
@@ -81,7 +81,7 @@ class SqlAuditLog:
         last = connection.execute(sa.select(_entries.c.seq, _entries.c.hash)
                                   .order_by(_entries.c.seq.desc()).limit(1)).first()
         seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
-        entry, line = signed_entry(self.signing_key, seq + 1, prev, **fields)
+        entry, line = build_entry(seq + 1, prev, self.signing_key, **fields)
         connection.execute(_entries.insert().values(seq=entry["seq"], line=line.decode("utf-8"),
                                                     hash=line_hash(line)))
         return entry
