@@ -183,6 +183,11 @@ async def approve(line: int, request: Request) -> Response:
     return RedirectResponse(f"/approve/{line}", status_code=303)
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
 # -- images -----------------------------------------------------------------------------------------
 
 def _viewer(request: Request) -> None:
