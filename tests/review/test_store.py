@@ -19,9 +19,12 @@ def gov(tmp_path) -> GovernanceContext:
     return GovernanceContext.init(tmp_path / "gov")
 
 
-@pytest.fixture
-def store(tmp_path) -> ReviewStore:
-    store = ReviewStore(f"sqlite:///{tmp_path / 'review.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> ReviewStore:
+    """The judgment tests run on both backends: a SQLite file and a database on a real PostgreSQL server."""
+    url = (f"sqlite:///{tmp_path / 'review.sqlite'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    store = ReviewStore(url)
     for name, role in (("rita", "reviewer"), ("alan", "approver")):
         store.add_account(name, role, "not-a-real-hash")
     yield store
@@ -35,7 +38,15 @@ def rating(**values) -> Rating:
     return Rating(**(base | values))
 
 
-def test_sqlite_is_in_wal_mode_with_a_schema_version(store, tmp_path):
+@pytest.fixture
+def sqlite_store(tmp_path) -> ReviewStore:
+    store = ReviewStore(f"sqlite:///{tmp_path / 'review.sqlite'}")
+    yield store
+    store.close()
+
+
+def test_sqlite_is_in_wal_mode_with_a_schema_version(sqlite_store, tmp_path):
+    store = sqlite_store
     with sqlite3.connect(tmp_path / "review.sqlite") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert connection.execute("SELECT version FROM review_schema").fetchall() == [(1,)]
@@ -44,7 +55,8 @@ def test_sqlite_is_in_wal_mode_with_a_schema_version(store, tmp_path):
         assert connection.execute("SELECT count(*) FROM review_schema").fetchone()[0] == 1
 
 
-def test_a_newer_schema_is_refused(store, tmp_path):
+def test_a_newer_schema_is_refused(sqlite_store, tmp_path):
+    store = sqlite_store
     with sqlite3.connect(tmp_path / "review.sqlite") as connection:
         connection.execute("INSERT INTO review_schema (version, applied) VALUES (99, '2026-01-01')")
     with pytest.raises(StoreError, match="version 99 is newer"):
