@@ -1,0 +1,1 @@
+"""Human review of a run's avatars: the reviewer app, its store and the statistics on its judgments."""
