@@ -21,7 +21,7 @@ COLOURS = ("#1f5fbf", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#5
 COPY_PASTE_FILL = "#ffc9c9"
 
 
-def _svg(figure) -> str:
+def figure_svg(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
@@ -80,7 +80,7 @@ def identity_diversity_scatter(summary: dict, recognizer: str, diversity_metrics
     for axis in list(axes.flat)[len(diversity_metrics):]:
         axis.set_visible(False)
     figure.tight_layout()
-    return _svg(figure)
+    return figure_svg(figure)
 
 
 def roc_curves(curves: dict[str, dict]) -> str:
@@ -106,4 +106,4 @@ def roc_curves(curves: dict[str, dict]) -> str:
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    return _svg(figure)
+    return figure_svg(figure)

@@ -69,9 +69,9 @@ def read_export(folder: str | Path) -> dict[str, pd.DataFrame]:
 def write_export(frames: dict[str, pd.DataFrame], out: str | Path, statistics: ReviewStatistics | None = None) -> Path:
     """Write the frames (and, given, the statistics as review_summary.json) atomically into `out`."""
     out = Path(out)
+    checked = {name: _check(name, frames[name], f"{name} frame") for name in COLUMNS}  # all, before any write
     out.mkdir(parents=True, exist_ok=True)
-    for name in COLUMNS:
-        frame = _check(name, frames[name], f"{name} frame")
+    for name, frame in checked.items():
         write_atomic(out / f"{name}.parquet", lambda path, frame=frame: frame.to_parquet(path, index=False))
     if statistics is not None:
         write_text_atomic(out / SUMMARY_FILE, json.dumps(statistics.as_dict(), indent=1, sort_keys=True) + "\n")

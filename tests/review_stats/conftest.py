@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from eval.files import sha256_file
 from eval.review.export import COLUMNS
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
@@ -59,8 +60,10 @@ def votes_frame(rows: list[dict]) -> pd.DataFrame:
     return _frame("votes", rows)
 
 
-def decision(row: dict, verdict: str, seq: int, approver: str = "approver", reason: str = "") -> dict:
-    return {"decision_id": seq, "run_id": "run", "line": int(row["line"]), "image_sha256": f"sha{row['line']}",
+def decision(row: dict, verdict: str, seq: int, approver: str = "approver", reason: str = "",
+             sha256: str | None = None) -> dict:
+    return {"decision_id": seq, "run_id": "run", "line": int(row["line"]),
+            "image_sha256": sha256 or f"sha{row['line']}",
             "system": row["system"], "subject": row["subject"], "approver": approver, "decision": verdict,
             "reason": reason, "created": START + timedelta(minutes=seq), "time_spent_s": 3.0, "audit_seq": seq}
 
@@ -79,9 +82,10 @@ PANEL = {
 COPY_FLAGGERS = {"copy-paste": ("alice", "bob"), "ideal": (), "impostor": ()}
 
 
-def judge_demo(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def judge_demo(run) -> dict[str, pd.DataFrame]:
     """The panel's ratings of every demo image, A/B votes of each (subject, seed) pair of systems, and
     approvals of the ideal images but the last, which is rejected."""
+    scores = run.scores
     ratings, votes, decisions = [], [], []
     for _, row in scores.iterrows():
         for reviewer, answers in PANEL[row["system"]].items():
@@ -98,7 +102,8 @@ def judge_demo(scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for seq, row in enumerate(ideal_rows, start=1):
         last = seq == len(ideal_rows)
         decisions.append(decision(row, "reject" if last else "approve", seq,
-                                  reason="hands look wrong" if last else ""))
+                                  reason="hands look wrong" if last else "",
+                                  sha256=sha256_file(run.path_of(row["image"]))))
     return {"ratings": ratings_frame(ratings), "votes": votes_frame(votes), "decisions": decisions_frame(decisions)}
 
 
@@ -111,7 +116,7 @@ def demo_run():
 
 @pytest.fixture(scope="session")
 def demo_frames(demo_run):
-    return judge_demo(demo_run.scores)
+    return judge_demo(demo_run)
 
 
 @pytest.fixture(scope="session")
