@@ -9,7 +9,7 @@ import pandas as pd
 
 from eval.report.sections import Cell, MetricTable
 from eval.review.export import read_export
-from eval.review.stats import FLAGS, QUESTIONS, ReviewStatistics, pair_result, review_statistics
+from eval.review.stats import FLAGS, QUESTIONS, ReviewStatistics, pair_result, run_statistics
 
 QUESTION_LABELS = {"likeness": "Likeness", "prompt_fidelity": "Prompt fidelity", "quality": "Quality"}
 FLAG_LABELS = {"flag_copy": "copy of the reference", "flag_not_same": "not the same person",
@@ -36,10 +36,7 @@ def load_human_review(reviews: str | Path | None, scores: pd.DataFrame, summary:
     (eval.review.export.ReviewExportError) for a folder that is not an export."""
     if reviews is None:
         return no_reviews("no reviews of this run (give a review export folder with --reviews)")
-    frames = read_export(reviews)
-    statistics = review_statistics(frames, scores, recognizers=summary.get("recognizers", []),
-                                   thresholds=summary.get("thresholds", {}))
-    return HumanReview(f"review export {reviews}", statistics)
+    return HumanReview(f"review export {reviews}", run_statistics(read_export(reviews), scores, summary))
 
 
 def _interval_cell(entry: dict | None, digits: int = 2, note: str = "") -> Cell:

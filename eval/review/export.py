@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from eval.files import write_atomic, write_text_atomic
-from eval.review.stats import ReviewStatistics
+from eval.review.stats import ReviewStatistics, run_statistics
 
 COLUMNS = {
     "ratings": ("rating_id", "run_id", "line", "image_sha256", "system", "subject", "prompt", "prompt_category",
@@ -76,3 +76,8 @@ def write_export(frames: dict[str, pd.DataFrame], out: str | Path, statistics: R
     if statistics is not None:
         write_text_atomic(out / SUMMARY_FILE, json.dumps(statistics.as_dict(), indent=1, sort_keys=True) + "\n")
     return out
+
+
+def export_run(frames: dict[str, pd.DataFrame], scores: pd.DataFrame, summary: dict, out: str | Path) -> Path:
+    """Write a run's review frames with their statistics against the run's scores and summary."""
+    return write_export(frames, out, run_statistics(frames, scores, summary))

@@ -438,3 +438,10 @@ def review_statistics(frames: dict[str, pd.DataFrame], scores: pd.DataFrame, *,
         decisions=decisions.sort_values(["audit_seq", "created"], ignore_index=True),
         standing=latest_decisions(decisions),
     )
+
+
+def run_statistics(frames: dict[str, pd.DataFrame], scores: pd.DataFrame, summary: dict, **options) -> ReviewStatistics:
+    """`review_statistics` against a scored run: its scores.parquet and the recognizers and calibrated
+    thresholds of its summary.json."""
+    return review_statistics(frames, scores, recognizers=summary.get("recognizers", []),
+                             thresholds=summary.get("thresholds", {}), **options)

@@ -6,14 +6,14 @@ import json
 import pandas as pd
 import pytest
 
-from eval.review.export import COLUMNS, SUMMARY_FILE, ReviewExportError, empty_frames, read_export, write_export
-from eval.review.stats import review_statistics
+from eval.review.export import (COLUMNS, SUMMARY_FILE, ReviewExportError, empty_frames, export_run, read_export,
+                                write_export)
+from eval.review.stats import review_statistics, run_statistics
 
 
 def test_an_export_round_trips_with_its_summary(tmp_path, demo_run, demo_frames):
-    statistics = review_statistics(demo_frames, demo_run.scores, recognizers=demo_run.summary["recognizers"],
-                                   thresholds=demo_run.summary["thresholds"], n_resamples=50)
-    write_export(demo_frames, tmp_path, statistics)
+    statistics = run_statistics(demo_frames, demo_run.scores, demo_run.summary)
+    assert export_run(demo_frames, demo_run.scores, demo_run.summary, tmp_path) == tmp_path
     frames = read_export(tmp_path)
     for name, frame in demo_frames.items():
         pd.testing.assert_frame_equal(frames[name], frame.reset_index(drop=True))

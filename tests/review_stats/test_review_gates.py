@@ -14,15 +14,14 @@ from eval.report.comparison import Comparison
 from eval.report.gates import GatesFileError, evaluate_gates, load_gate_spec
 from eval.report.human_review import HumanReview
 from eval.review.export import write_export
-from eval.review.stats import review_statistics
+from eval.review.stats import run_statistics
 
 REPO = Path(__file__).resolve().parents[2]
 REVIEW_GATES = ("review_alpha_likeness", "review_mos_likeness", "review_ab_baseline", "review_approval")
 
 
 def judged(run, frames, system="ideal", baseline=None, spec=None):
-    statistics = review_statistics(frames, run.scores, recognizers=run.summary["recognizers"],
-                                   thresholds=run.summary["thresholds"], n_resamples=100)
+    statistics = run_statistics(frames, run.scores, run.summary, n_resamples=100)
     human = HumanReview("review export chosen by the test", statistics)
     comparison = Comparison(f"demo:{system}", f"demo:{baseline}", {}, baseline) if baseline else None
     results = evaluate_gates(spec or load_gate_spec(), replace(run, candidate=system, human_review=human), comparison)
@@ -104,11 +103,13 @@ def test_the_review_table_of_the_gates_file_is_checked(tmp_path):
 
 
 @pytest.mark.slow
-def test_pytest_benchmarks_fails_the_approval_gate_and_says_why(tmp_path, demo_frames):
+def test_pytest_benchmarks_fails_the_approval_gate_and_says_why(tmp_path, demo_run, demo_frames):
     write_export(demo_frames, tmp_path / "reviews")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_gates.py", "-q", "-rfs", "--reviews",
-                           str(tmp_path / "reviews"), "-p", "no:cacheprovider"],
+    # the demo's scores folder, read as it is (no scoring in the subprocess)
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_gates.py", "-q", "-rfs",
+                           "--run", str(demo_run.scores_dir), "--reviews", str(tmp_path / "reviews"),
+                           "-p", "no:cacheprovider"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED benchmarks/test_gates.py::test_gate[review_approval]" in done.stdout

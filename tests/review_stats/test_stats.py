@@ -161,8 +161,7 @@ def test_bradley_terry_ranks_a_consistent_order_and_needs_three_systems(make):
 
 
 def test_human_likeness_against_the_real_id_sim_of_the_demo(demo_run, demo_frames):
-    result = stats.review_statistics(demo_frames, demo_run.scores, recognizers=demo_run.summary["recognizers"],
-                                     thresholds=demo_run.summary["thresholds"], n_resamples=300)
+    result = stats.run_statistics(demo_frames, demo_run.scores, demo_run.summary, n_resamples=300)
     assert result.unmatched_lines == [] and result.n_ratings == 3 * len(demo_run.scores)
     for recognizer in demo_run.summary["recognizers"]:
         agreement = result.recognizers[recognizer]
@@ -217,3 +216,17 @@ def test_the_standing_decision_is_the_last_in_audit_order(make):
     standing = stats.latest_decisions(frame).set_index("line")
     assert standing.loc[4, "decision"] == "reject" and standing.loc[4, "reason"] == "extra finger"
     assert standing.loc[5, "decision"] == "approve"
+
+
+def as_the_store_types_them(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text and id columns as plain objects, as the review store's export_frames leaves them."""
+    kept = {"likeness", "prompt_fidelity", "quality", "created", "time_spent_s", *stats.FLAGS, "skipped"}
+    return frame.astype({column: object for column in frame.columns if column not in kept})
+
+
+def test_object_typed_frames_give_the_same_statistics(demo_run, demo_frames):
+    typed = {name: as_the_store_types_them(frame) for name, frame in demo_frames.items()}
+    assert str(typed["votes"]["line_left"].dtype) == "object"
+    first = stats.run_statistics(demo_frames, demo_run.scores, demo_run.summary, n_resamples=50)
+    second = stats.run_statistics(typed, demo_run.scores, demo_run.summary, n_resamples=50)
+    assert first.as_dict() == second.as_dict()
