@@ -26,16 +26,17 @@ class HumanReview:
         s = self.statistics
         return s is not None and (s.n_ratings + s.n_votes + s.n_decisions) > 0
 
-
-def no_reviews(reason: str) -> HumanReview:
-    return HumanReview(reason)
+    @property
+    def missing_reason(self) -> str:
+        """Why there is nothing to show (when not available)."""
+        return self.source if self.statistics is None else f"no reviews of this run in the {self.source}"
 
 
 def load_human_review(reviews: str | Path | None, scores: pd.DataFrame, summary: dict) -> HumanReview:
     """The reviews in the export folder `reviews` judged against the run's scores; a clear error
     (eval.review.export.ReviewExportError) for a folder that is not an export."""
     if reviews is None:
-        return no_reviews("no reviews of this run (give a review export folder with --reviews)")
+        return HumanReview("no reviews of this run (give a review export folder with --reviews)")
     return HumanReview(f"review export {reviews}", run_statistics(read_export(reviews), scores, summary))
 
 
@@ -100,7 +101,7 @@ def decision_rows(statistics: ReviewStatistics, run_rows: pd.DataFrame) -> list[
 def human_review_view(human: HumanReview | None, scores: pd.DataFrame) -> dict:
     """The template's data for the Human review section."""
     if human is None or not human.available:
-        return {"available": False, "source": human.source if human else "no reviews of this run"}
+        return {"available": False, "source": human.missing_reason if human else "no reviews of this run"}
     from eval.report.human_review_plot import likeness_scatter
 
     statistics = human.statistics

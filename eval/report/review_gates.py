@@ -104,7 +104,7 @@ def review_gates(spec: GateSpec, run: ReviewRun, comparison: Comparison | None) 
                (APPROVAL_GATE, 1.0, wanted.approval)]
     human = run.human_review
     if human is None or not human.available:
-        reason = human.source if human is not None else "no reviews of this run"
+        reason = human.missing_reason if human is not None else "no reviews of this run"
         return [GateResult(*gate, "unavailable", threshold=threshold, detail=reason)
                 for gate, threshold, on in enabled if on]
     statistics, system = human.statistics, run.candidate

@@ -295,11 +295,11 @@ def recognizer_agreement(images: pd.DataFrame, recognizer: str, calibrated: floa
                          n_resamples: int = N_RESAMPLES, seed: int = SEED) -> RecognizerAgreement:
     column = f"id_sim_{recognizer}"
     both = images.dropna(subset=["likeness", column]) if column in images else images.iloc[0:0]
-    likeness, similarity = both["likeness"].to_numpy(float), both[column].to_numpy(float) if len(both) else np.array([])
     n = len(both)
     if n == 0:
         return RecognizerAgreement(recognizer, 0, calibrated_threshold=calibrated,
                                    reason=f"no rated image has an {column} score")
+    likeness, similarity = both["likeness"].to_numpy(float), both[column].to_numpy(float)
     rho = _spearman(likeness, similarity)
     rng = np.random.default_rng(seed)
     draws = (rng.integers(0, n, n) for _ in range(n_resamples))

@@ -13,7 +13,7 @@ import pytest
 from eval.report.comparison import Comparison
 from eval.report.gates import GatesFileError, evaluate_gates, load_gate_spec
 from eval.report.human_review import HumanReview
-from eval.review.export import write_export
+from eval.review.export import empty_frames, write_export
 from eval.review.stats import run_statistics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +33,12 @@ def test_without_reviews_every_review_gate_is_unavailable_never_passing(demo_run
     for gate in REVIEW_GATES:
         assert results[gate].verdict == "unavailable"
         assert "no reviews of this run" in results[gate].message
+
+
+def test_an_empty_export_is_no_reviews(demo_run):
+    results = judged(demo_run, empty_frames())
+    assert {gate.verdict for gate in results.values()} == {"unavailable"}
+    assert "no reviews of this run in the review export chosen by the test" in results["review_approval"].detail
 
 
 def test_the_demo_panel_passes_agreement_and_mos_and_fails_the_rejected_image(demo_run, demo_frames):

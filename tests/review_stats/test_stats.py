@@ -230,3 +230,17 @@ def test_object_typed_frames_give_the_same_statistics(demo_run, demo_frames):
     first = stats.run_statistics(demo_frames, demo_run.scores, demo_run.summary, n_resamples=50)
     second = stats.run_statistics(typed, demo_run.scores, demo_run.summary, n_resamples=50)
     assert first.as_dict() == second.as_dict()
+
+
+def test_a_recognizer_without_scores_or_without_both_classes_has_no_roc(make):
+    frame = make.ratings([make.rating(make.image(i), r, (5 if i < 3 else 4, 3, 3), n=i * 2 + k)
+                          for i in range(5) for k, r in enumerate("AB")])
+    scores = pd.DataFrame({"line": range(5), "system": "a", "id_sim_sface": [0.9, 0.8, 0.7, 0.6, 0.5],
+                           "copy_paste": False})
+    result = stats.review_statistics({"ratings": frame, "votes": make.votes([]), "decisions": make.decisions([])},
+                                     scores, recognizers=["sface", "dlib"], thresholds={"sface": 0.4}, n_resamples=50)
+    sface, dlib = result.recognizers["sface"], result.recognizers["dlib"]
+    assert sface.spearman == pytest.approx(np.sqrt(3) / 2)  # ranks (4, 4, 4, 1.5, 1.5) against (5, 4, 3, 2, 1)
+    assert sface.auc is None and "all of the 5 images have mean likeness >= 4" in sface.reason
+    assert sface.calibrated_threshold == 0.4
+    assert dlib.n == 0 and "no rated image has an id_sim_dlib score" in dlib.reason
