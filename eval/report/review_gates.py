@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from eval.files import sha256_file
 from eval.report.comparison import Comparison
 from eval.report.gates import GateResult, GateSpec, ReviewGates, _bound_gate
@@ -79,9 +81,11 @@ def _unapproved(run: ReviewRun, statistics: ReviewStatistics, system: str) -> li
             problems.append(f"{name}: rejected by {decision['approver']} (audit entry {decision['audit_seq']}){reason}")
             continue
         path = run.path_of(row["image"])
-        if not path.is_file():
+        if pd.isna(decision["audit_seq"]):
+            problems.append(f"{name}: approved by {decision['approver']}, but not yet in the audit log")
+        elif not path.is_file():
             problems.append(f"{name}: approved, but the image file is missing")
-        elif decision["image_sha256"] != sha256_file(path):
+        elif str(decision["image_sha256"]).removeprefix("sha256:") != sha256_file(path):
             problems.append(f"{name}: approved by {decision['approver']}, but the image changed since")
     return problems
 

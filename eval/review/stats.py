@@ -355,9 +355,15 @@ def copy_agreement(images: pd.DataFrame) -> CopyAgreement:
 
 # --- Decisions -------------------------------------------------------------------------------------------
 
+def in_audit_order(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Decisions in the audit log's order; one not yet in the log (no audit_seq) comes after every logged
+    one, as it will be appended, in the order it was made."""
+    return decisions.sort_values(["audit_seq", "created"], na_position="last", ignore_index=True)
+
+
 def latest_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
     """Each image's standing decision: the last one in the audit order."""
-    ordered = decisions.sort_values(["audit_seq", "created"], na_position="first")
+    ordered = in_audit_order(decisions)
     return ordered.drop_duplicates("line", keep="last").sort_values("line", ignore_index=True)
 
 
@@ -435,7 +441,7 @@ def review_statistics(frames: dict[str, pd.DataFrame], scores: pd.DataFrame, *,
         recognizers={r: recognizer_agreement(images, r, thresholds.get(r), n_resamples=n_resamples, seed=seed)
                      for r in recognizers},
         copies=copy_agreement(images),
-        decisions=decisions.sort_values(["audit_seq", "created"], ignore_index=True),
+        decisions=in_audit_order(decisions),
         standing=latest_decisions(decisions),
     )
 

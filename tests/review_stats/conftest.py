@@ -103,7 +103,7 @@ def judge_demo(run) -> dict[str, pd.DataFrame]:
         last = seq == len(ideal_rows)
         decisions.append(decision(row, "reject" if last else "approve", seq,
                                   reason="hands look wrong" if last else "",
-                                  sha256=sha256_file(run.path_of(row["image"]))))
+                                  sha256="sha256:" + sha256_file(run.path_of(row["image"]))))
     return {"ratings": ratings_frame(ratings), "votes": votes_frame(votes), "decisions": decisions_frame(decisions)}
 
 

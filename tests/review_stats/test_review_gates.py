@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from eval.report.comparison import Comparison
@@ -64,6 +65,14 @@ def test_an_image_changed_after_its_approval_is_not_approved(demo_run, demo_fram
     decisions.loc[0, "image_sha256"] = "0" * 64
     gate = judged(demo_run, {**demo_frames, "decisions": decisions})["review_approval"]
     assert gate.verdict == "fail" and "but the image changed since" in gate.message
+
+
+def test_an_approval_not_yet_in_the_audit_log_does_not_count(demo_run, demo_frames):
+    decisions = demo_frames["decisions"].copy()
+    decisions["audit_seq"] = decisions["audit_seq"].astype("Int64")
+    decisions.loc[1, "audit_seq"] = pd.NA
+    gate = judged(demo_run, {**demo_frames, "decisions": decisions})["review_approval"]
+    assert gate.verdict == "fail" and "macron_2025.jpg: approved by approver, but not yet in the audit log" in gate.message
 
 
 def test_an_undecided_image_is_not_approved(demo_run, demo_frames):

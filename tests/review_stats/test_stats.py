@@ -218,6 +218,14 @@ def test_the_standing_decision_is_the_last_in_audit_order(make):
     assert standing.loc[5, "decision"] == "approve"
 
 
+def test_a_decision_not_yet_in_the_audit_log_comes_after_the_logged_ones(make):
+    image = make.image(4, "a")
+    frame = make.decisions([decision | {"audit_seq": seq} for decision, seq in
+                            ((make.decision(image, "reject", 9), None), (make.decision(image, "approve", 3), 3))])
+    frame["audit_seq"] = frame["audit_seq"].astype("Int64")
+    assert stats.latest_decisions(frame).iloc[0]["decision"] == "reject"
+
+
 def as_the_store_types_them(frame: pd.DataFrame) -> pd.DataFrame:
     """Text and id columns as plain objects, as the review store's export_frames leaves them."""
     kept = {"likeness", "prompt_fidelity", "quality", "created", "time_spent_s", *stats.FLAGS, "skipped"}
