@@ -207,6 +207,29 @@ def pair_result(table: pd.DataFrame, system: str, other: str) -> dict | None:
     return {swap.get(key, key): value for key, value in row.items()}
 
 
+@dataclass(frozen=True)
+class SideBias:
+    """Whether the reviewers favour a side of the A/B screen: the share of decisive votes for the left
+    image, and the two-sided sign test of it against one half."""
+
+    decisive: int
+    left: int
+    p_value: float | None
+
+    @property
+    def left_share(self) -> float | None:
+        return self.left / self.decisive if self.decisive else None
+
+    def as_dict(self) -> dict:
+        return _round({**asdict(self), "left_share": self.left_share})
+
+
+def side_bias(votes: pd.DataFrame) -> SideBias:
+    outcome = votes["outcome"]
+    left, decisive = int((outcome == "left").sum()), int(outcome.isin(["left", "right"]).sum())
+    return SideBias(decisive, left, binomtest(left, decisive, 0.5).pvalue if decisive else None)
+
+
 def _bt_strengths(n_items: int, comparisons: np.ndarray) -> np.ndarray | None:
     try:
         return choix.ilsr_pairwise(n_items, comparisons, alpha=BT_REGULARIZATION)
@@ -383,6 +406,7 @@ class ReviewStatistics:
     flags: pd.DataFrame
     agreement: dict[str, Agreement]
     pairwise: pd.DataFrame
+    sides: SideBias
     ranking: pd.DataFrame | None
     images: pd.DataFrame  # per rated image: mean likeness, copy-flag share, its scores
     recognizers: dict[str, RecognizerAgreement]
@@ -403,7 +427,7 @@ class ReviewStatistics:
             "mos": _records(self.mos), "mos_by_category": _records(self.mos_by_category),
             "flags": _records(self.flags),
             "agreement": {q: a.as_dict() for q, a in self.agreement.items()},
-            "pairwise": _records(self.pairwise),
+            "pairwise": _records(self.pairwise), "side_bias": self.sides.as_dict(),
             "ranking": None if self.ranking is None else _records(self.ranking),
             "human_vs_machine": {r: {k: v for k, v in a.as_dict().items() if k not in ("fpr", "tpr")}
                                  for r, a in self.recognizers.items()},
@@ -436,7 +460,7 @@ def review_statistics(frames: dict[str, pd.DataFrame], scores: pd.DataFrame, *,
         mos=mos_table(ratings), mos_by_category=mos_table(ratings, ("system", "prompt_category")),
         flags=flag_rates(ratings),
         agreement={q: agreement(ratings, q, n_resamples=n_resamples, seed=seed) for q in QUESTIONS},
-        pairwise=pairwise_table(votes), ranking=bradley_terry(votes, n_resamples=n_resamples, seed=seed),
+        pairwise=pairwise_table(votes), sides=side_bias(votes), ranking=bradley_terry(votes, n_resamples=n_resamples, seed=seed),
         images=images,
         recognizers={r: recognizer_agreement(images, r, thresholds.get(r), n_resamples=n_resamples, seed=seed)
                      for r in recognizers},

@@ -28,6 +28,7 @@ def test_the_section_shows_every_statistic_of_the_reviews(tmp_path, demo_run, re
     assert "RELIABLE" in part and "NOT RELIABLE" in part  # prompt fidelity: the panel disagrees more there
     assert "<b>4.67</b><br><small>[4.40, 4.87]</small>" in part  # ideal's MOS likeness
     assert "<b>10–0–0–0</b>" in part and "p 0.00195" in part  # ideal beat impostor on every vote
+    assert "10 of 25 decisive votes went to the left image (40%, sign test p 0.424)." in part
     ranking = re.search(r'id="review-ranking">(.*?)</table>', part, re.S).group(1)
     assert [m for m in re.findall(r'<th class="system">([^<]+)</th>', ranking)] == ["ideal", "copy-paste", "impostor"]
     thresholds = demo_run.summary["thresholds"]

@@ -252,3 +252,13 @@ def test_a_recognizer_without_scores_or_without_both_classes_has_no_roc(make):
     assert sface.auc is None and "all of the 5 images have mean likeness >= 4" in sface.reason
     assert sface.calibrated_threshold == 0.4
     assert dlib.n == 0 and "no rated image has an id_sim_dlib score" in dlib.reason
+
+
+def test_side_bias_of_the_ab_screen(make):
+    a, b = make.image(1, "a"), make.image(2, "b")
+    frame = make.votes([make.vote(a, b, "left", n=i) for i in range(9)] + [make.vote(b, a, "right", n=9),
+                                                                           make.vote(a, b, "tie", n=10)])
+    bias = stats.side_bias(frame)
+    assert (bias.decisive, bias.left, bias.left_share) == (10, 9, 0.9)
+    assert bias.p_value == pytest.approx(22 / 1024)
+    assert stats.side_bias(make.votes([])).p_value is None
