@@ -102,7 +102,7 @@ def human_review_view(human: HumanReview | None, scores: pd.DataFrame) -> dict:
     """The template's data for the Human review section."""
     if human is None or not human.available:
         return {"available": False, "source": human.missing_reason if human else "no reviews of this run"}
-    from eval.report.human_review_plot import likeness_scatter
+    from eval.report.human_review_plot import human_roc, likeness_scatter
 
     statistics = human.statistics
     mos, mos_by_category = mos_tables(statistics)
@@ -115,5 +115,6 @@ def human_review_view(human: HumanReview | None, scores: pd.DataFrame) -> dict:
         "ranking": [] if statistics.ranking is None else statistics.ranking.to_dict("records"),
         "recognizers": list(statistics.recognizers.values()),
         "scatter": likeness_scatter(statistics.images, statistics.recognizers),
+        "roc": human_roc(statistics.recognizers),
         "copies": statistics.copies, "decisions": decision_rows(statistics, scores),
     }

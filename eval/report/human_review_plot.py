@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from eval.report.metrics import metric_label
-from eval.report.plots import COLOURS, figure_svg, plt
+from eval.report.plots import COLOURS, figure_svg, plt, roc_curves
 from eval.review.stats import SAME_PERSON_LIKENESS, RecognizerAgreement
 
 
@@ -38,3 +38,11 @@ def likeness_scatter(images: pd.DataFrame, agreements: dict[str, RecognizerAgree
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure_svg(figure)
+
+
+def human_roc(agreements: dict[str, RecognizerAgreement]) -> str | None:
+    """Each recognizer's ROC against the humans' "same person", its Youden point marked."""
+    curves = {a.recognizer: {"fpr": a.fpr, "tpr": a.tpr, "auc": a.auc, "threshold": a.youden_threshold,
+                             "threshold_fpr": a.youden_fpr, "threshold_tpr": a.youden_tpr}
+              for a in agreements.values() if a.auc is not None}
+    return roc_curves(curves, title=f"ROC against the humans (mean likeness >= {SAME_PERSON_LIKENESS:g})") if curves else None

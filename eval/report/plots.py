@@ -83,7 +83,7 @@ def identity_diversity_scatter(summary: dict, recognizer: str, diversity_metrics
     return figure_svg(figure)
 
 
-def roc_curves(curves: dict[str, dict]) -> str:
+def roc_curves(curves: dict[str, dict], title: str = "Recognizer calibration (ROC)") -> str:
     """ROC per recognizer: `curves[recognizer]` holds `fpr`, `tpr`, optionally `auc` and the chosen
     operating point `threshold_fpr`/`threshold_tpr`/`threshold`."""
     figure, axis = plt.subplots(figsize=(7.0, 6.0))
@@ -102,7 +102,7 @@ def roc_curves(curves: dict[str, dict]) -> str:
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel("false accept rate (different people)")
     axis.set_ylabel("true accept rate (same person)")
-    axis.set_title("Recognizer calibration (ROC)")
+    axis.set_title(title)
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
     figure.tight_layout()

@@ -35,7 +35,7 @@ def test_the_section_shows_every_statistic_of_the_reviews(tmp_path, demo_run, re
     for recognizer in demo_run.summary["recognizers"]:
         row = re.search(rf'data-recognizer="{recognizer}">(.*?)</tr>', part, re.S).group(1)
         assert f"<b>{thresholds[recognizer]:.3f}</b>" in row and "1.000" in row  # calibrated threshold, AUC
-    assert 'src="data:image/svg+xml' in part and "Youden" in part
+    assert part.count('<img class="plot" src="data:image/svg+xml') == 2 and "Youden" in part  # scatter and ROC
     assert "the rule calls 12 a copy, of which the humans flagged 12 (100%)" in part
     assert 'data-decision="reject"' in part and "hands look wrong" in part and part.count("APPROVE") == 4
     assert '<a href="#human-review">Human review</a>' in html
