@@ -113,7 +113,7 @@ def summarize_systems_cached(cache: ResultCache, scores: pd.DataFrame, face_div_
         json.dumps([recognizers, unavailable], sort_keys=True).encode(),
     ]))
     hit = cache.get(SUMMARY_VERSION, content)
-    if hit is not None:
+    if hit is not None and isinstance(hit.get("systems"), dict):  # any other shape is a miss
         return hit["systems"]
     systems = summarize_systems(scores, face_div_sets, recognizers, unavailable)
     cache.put(SUMMARY_VERSION, content, {"systems": systems})
