@@ -104,3 +104,33 @@ def test_out_naming_a_file_is_one_line_error(demo_manifest, tmp_path, capsys):
     target.write_text("keep me")
     assert score_main([str(demo_manifest), "--out", str(target), "--no-cache", "--quiet", "--recognizers", "sface"]) == 2
     assert "names a file" in capsys.readouterr().err and target.read_text() == "keep me"
+
+
+def _file_size_limit(limit):
+    def apply():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_leaves_the_previous_set_whole_and_the_cache_in_place(two_runs, demo_manifest, score_cache,
+                                                                         tmp_path, hide_optional_weights):
+    full, _ = two_runs
+    cache = tmp_path / "cache.sqlite"
+    shutil.copyfile(score_cache, cache)
+    before = {name: (full.out_dir / name).read_bytes() for name in ("scores.parquet", "scores.csv", "summary.json")}
+    entries = read_manifest(demo_manifest).entries
+    changed = write_manifest(demo_manifest.parent / "reworded.jsonl",  # a summary the cache has not seen: it writes
+                             [entries[0].model_copy(update={"prompt": "reworded"}), *entries[1:]])
+    out = subprocess.run([sys.executable, "-m", "eval.score", str(changed), "--out", str(full.out_dir),
+                          "--cache", str(cache), "--quiet", "--recognizers", "sface,dlib"],
+                         capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(4096),
+                         env={**os.environ, "TORCH_HOME": str(hide_optional_weights.folder / "torch")})
+    assert out.returncode == 2 and "cannot write the scores" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert f"cache {cache}: it cannot be used" in out.stderr and "keeping results in memory" in out.stderr
+    assert before == {name: (full.out_dir / name).read_bytes() for name in before}
+    assert not [p for p in full.out_dir.iterdir() if p.name.startswith(".staging")]
+    assert not [p for p in tmp_path.iterdir() if ".broken-" in p.name]  # a full disk is not a broken cache
