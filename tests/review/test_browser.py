@@ -196,7 +196,7 @@ def test_an_approver_approves_one_image_and_is_refused_on_a_copy_and_on_a_self_g
     workspace = signed_run.gov.config.registry.parent / "governance.toml"
     log = signed_run.gov.audit_log
     before = len(log.entries())
-    with review_server("serve", str(signed_run.manifest), "--workspace", str(workspace),
+    with review_server("serve", str(signed_run.run.scores_dir), "--workspace", str(workspace),
                        "--database", f"sqlite:///{database}") as server:
         browser = Browser(chromium, server.url)
         with browser.user("alan", PASSWORD) as page:
