@@ -16,11 +16,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
-from governance.checkpoint import COSIGNATURE_V1, Checkpoint, VerifierKey, cosign, fingerprint
+from governance.audit_sql import AuditStoreError, SqlAuditLog
+from governance.checkpoint import (
+    COSIGNATURE_V1, ED25519, Checkpoint, VerifierKey, check_key_name, cosign, fingerprint,
+)
 from governance.compliance import audit_dir
 from governance.consent import LawfulBasis, Purpose, json_schema, new_record
 from governance.context import CONFIG_ENV, GovernanceContext
-from governance.database import is_url
+from governance.database import StoreUnavailable, is_url
 from governance.demo import create_demo_governance
 from governance.keys import LocalMasterKey, WrongMasterKey
 from governance.pki import NOT_FOR_PRODUCTION, init_test_pki
@@ -31,7 +34,8 @@ from governance.roles import Actor, Permission, PermissionDenied, Role
 from governance.vault import VaultError
 
 EXPECTED_ERRORS = (ConsentRefused, PermissionDenied, VaultError, WrongMasterKey, UnknownRecord, ValidationError,
-                   FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)
+                   FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError,
+                   StoreUnavailable, AuditStoreError)
 
 
 def _time(text: str) -> dt.datetime:
@@ -85,8 +89,7 @@ def cmd_pki_init(args) -> int:
 
 
 def cmd_demo_init(args) -> int:
-    gov = create_demo_governance(args.directory, args.subjects)
-    gov.audit_log.checkpoint()
+    create_demo_governance(args.directory, args.subjects)
     print(f"demo workspace {Path(args.directory) / 'governance.toml'}: {', '.join(args.subjects)} "
           "recorded for evaluation and calibration only")
     return 0
@@ -197,7 +200,7 @@ def _workspace(args, needed_for: str) -> GovernanceContext:
 def _pinned_key(args) -> tuple[VerifierKey | None, object]:
     """(vkey, public key) from --vkey or --public-key; (None, None) when neither was given."""
     if args.vkey:
-        key = VerifierKey.parse(args.vkey)
+        key = VerifierKey.parse(args.vkey, ED25519)
         return key, key.public_key
     if args.public_key:
         return None, load_public_key(args.public_key)
@@ -210,7 +213,7 @@ def _log_to_verify(args) -> tuple[AuditLog, str]:
     gov = None
     if public_key is None or args.log is None:
         gov = _workspace(args, "--log LOG and --vkey VKEY (or --public-key PEM)")
-    path = Path(args.log) if args.log else gov.config.audit_log
+    location = args.log if args.log else gov.config.audit_log
     checkpoints = args.checkpoints or (gov.config.audit_checkpoints if gov and not args.log else None)
     origin = vkey.name if vkey else (gov.config.audit_origin if gov else None)
     if public_key is None:
@@ -219,12 +222,14 @@ def _log_to_verify(args) -> tuple[AuditLog, str]:
                  "not pinned: whoever can write the workspace can replace it; pin with --vkey VKEY")
     else:
         trust = f"trusted key: pinned {vkey.name if vkey else args.public_key} ({fingerprint(public_key)})"
-    return AuditLog(path, public_key=public_key, checkpoint_dir=checkpoints, origin=origin), trust
+    if is_url(location):
+        return SqlAuditLog(location, public_key=public_key, origin=origin), trust
+    return AuditLog(Path(location), public_key=public_key, checkpoint_dir=checkpoints, origin=origin), trust
 
 
 def _verify_log(args) -> tuple[AuditLog, AuditVerification, str]:
     log, trust = _log_to_verify(args)
-    witnesses = [VerifierKey.parse(vkey) for vkey in args.witness or []]
+    witnesses = [VerifierKey.parse(vkey, COSIGNATURE_V1) for vkey in args.witness or []]
     state_path = Path(args.state) if getattr(args, "state", None) else None
     state = None
     if state_path and state_path.exists():
@@ -250,6 +255,7 @@ def cmd_audit_vkey(args) -> int:
 
 
 def cmd_witness_keygen(args) -> int:
+    check_key_name(args.name)
     key = generate_key_pair(args.key, Path(args.key + ".pub.pem"))
     print(f"witness key: {args.key} (keep it secret), public key: {args.key}.pub.pem")
     print(f"witness vkey: {VerifierKey(args.name, key.public_key(), COSIGNATURE_V1)}")
@@ -259,8 +265,21 @@ def cmd_witness_keygen(args) -> int:
 def cmd_witness_cosign(args) -> int:
     key = load_private_key(args.key)
     path = Path(args.checkpoint)
-    write_atomically(path, cosign(path.read_text(encoding="utf-8"), args.name, key).encode("utf-8"))
+    note = path.read_text(encoding="utf-8")
+    if args.vkey:  # a witness vouches only for what the log itself signed
+        log_key = VerifierKey.parse(args.vkey, ED25519)
+        Checkpoint.parse_and_verify(note, log_key.public_key, log_key.name)
+    write_atomically(path, cosign(note, args.name, key).encode("utf-8"))
     print(f"cosigned {path} as witness {VerifierKey(args.name, key.public_key(), COSIGNATURE_V1)}")
+    return 0
+
+
+def cmd_audit_export(args) -> int:
+    log = _gov(args).audit_log
+    if not isinstance(log, SqlAuditLog):
+        raise ValueError(f"the audit log {log.path} is already a file: copy it and {log.checkpoints.directory}")
+    to, folder = log.export(args.to)
+    print(f"exported {to} and {folder}/; verify with: python -m governance audit verify --log {to} --vkey VKEY")
     return 0
 
 
@@ -380,7 +399,7 @@ def _add_vault_commands(commands) -> None:
 
 def _add_log_verification_options(sub) -> None:
     """What verifying the audit log takes; each given option replaces the workspace's value."""
-    sub.add_argument("--log", help="log file (default: the configured one)")
+    sub.add_argument("--log", help="log file or postgresql:// URL (default: the configured one)")
     sub.add_argument("--checkpoints", help="checkpoint folder (default: beside the log)")
     pin = sub.add_mutually_exclusive_group()
     pin.add_argument("--vkey", help="pin the log's key and origin: the vkey string `init` printed")
@@ -401,6 +420,9 @@ def _add_verification_commands(commands) -> None:
     sub.add_argument("--state", metavar="FILE",
                      help="remember the newest accepted checkpoint here; fail if a later log is not its extension")
     _command(audit, "checkpoint", cmd_audit_checkpoint, "sign a checkpoint of the log now")
+    sub = _command(audit, "export", cmd_audit_export,
+                   "write a database audit log as the file backend's JSONL and checkpoint folder")
+    sub.add_argument("--to", required=True, metavar="FILE", help="the JSONL file (checkpoints go to FILE.checkpoints/)")
     _command(audit, "vkey", cmd_audit_vkey, "print the log's vkey and key fingerprint")
     witness = audit.add_parser("witness", help="witness cosignatures (C2SP tlog-cosignature/v1)") \
         .add_subparsers(dest="witness_command", required=True)
@@ -411,6 +433,7 @@ def _add_verification_commands(commands) -> None:
     sub.add_argument("checkpoint")
     sub.add_argument("--key", required=True, help="the witness's private key (PEM)")
     sub.add_argument("--name", required=True, help="the witness's name, as in its vkey")
+    sub.add_argument("--vkey", help="the log's vkey: cosign only if the log's own signature verifies")
 
     provenance = commands.add_parser("provenance", help="C2PA provenance").add_subparsers(dest="sub", required=True)
     sub = _command(provenance, "sign", cmd_provenance_sign, "sign a generated image (in place unless --out)")

@@ -9,6 +9,9 @@ catch a cut tail, which a chain alone cannot see.
 Appends hold an exclusive lock on the log file, so several processes may append at once. A crash mid-write leaves a last
 line without its newline: it is reported when the log is opened, verification fails on it, and the
 next append moves it to a quarantine file and records that in the log before writing its own entry.
+
+Building an entry (``build_entry``), checking one (``check_entry``) and verifying a whole log with its
+checkpoints (``verify_log``, over any iterable of lines) do not depend on the log being a file.
 """
 
 from __future__ import annotations
@@ -123,6 +126,21 @@ def _signing_payload(entry: dict[str, Any]) -> bytes:
     return rfc8785.dumps({key: value for key, value in entry.items() if key != "sig"})
 
 
+def build_entry(seq: int, prev: str, signing_key: Ed25519PrivateKey, **fields: Any) -> tuple[dict[str, Any], bytes]:
+    """Entry ``seq`` after the line hashed ``prev``, signed, and its canonical line (no newline)."""
+    entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
+    entry["sig"] = base64.b64encode(signing_key.sign(_signing_payload(entry))).decode()
+    return entry, rfc8785.dumps(entry)
+
+
+def check_append(signing_key: Ed25519PrivateKey | None, where: object, outcome: str) -> None:
+    """Why an append may not go ahead, raised before anything is written."""
+    if signing_key is None:
+        raise PermissionError(f"{where}: no audit signing key configured; this log is read-only")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+
+
 class AuditLog:
     """An append-only, tamper-evident log at ``path``; checkpoints go to ``<path>.checkpoints/``.
 
@@ -153,10 +171,7 @@ class AuditLog:
                object: str | None = None, role: str | None = None,
                details: dict[str, Any] | None = None) -> dict[str, Any]:
         """Append one entry and return it (with its ``seq``)."""
-        if self.signing_key is None:
-            raise PermissionError(f"{self.path}: no audit signing key configured; this log is read-only")
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        check_append(self.signing_key, self.path, outcome)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         try:
@@ -191,9 +206,8 @@ class AuditLog:
             os.close(fd)
 
     def _write_entry(self, fd: int, seq: int, prev: str, **fields: Any) -> dict[str, Any]:
-        entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
-        entry["sig"] = base64.b64encode(self.signing_key.sign(_signing_payload(entry))).decode()
-        data = rfc8785.dumps(entry) + b"\n"
+        entry, line = build_entry(seq, prev, self.signing_key, **fields)
+        data = line + b"\n"
         written = os.write(fd, data)
         if written != len(data):
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes)")

@@ -70,7 +70,8 @@ class VerifierKey:
         return f"{self.name}+{self.id.hex()}+{encoded}"
 
     @classmethod
-    def parse(cls, vkey: str) -> "VerifierKey":
+    def parse(cls, vkey: str, algorithm: int | None = None) -> "VerifierKey":
+        """The key in ``vkey``; with ``algorithm``, refused unless it is a key of that kind."""
         parts = vkey.strip().split("+", 2)  # base64 may itself hold "+"
         try:
             name, id_hex, encoded = parts
@@ -78,11 +79,21 @@ class VerifierKey:
             key = cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]), raw[0])
         except (ValueError, IndexError, binascii.Error):
             raise CheckpointError(f"{vkey!r} is not a vkey (<name>+<hex key id>+<base64 key>)") from None
-        if not _NAME.fullmatch(name) or key.algorithm not in (ED25519, COSIGNATURE_V1):
-            raise CheckpointError(f"{vkey!r}: bad key name or unknown algorithm {key.algorithm:#04x}")
+        check_key_name(name)
+        if key.algorithm not in (ED25519, COSIGNATURE_V1):
+            raise CheckpointError(f"{vkey!r}: unknown key algorithm {key.algorithm:#04x}")
         if key.id.hex() != id_hex.lower():
             raise CheckpointError(f"{vkey!r}: key id {id_hex} does not match its name and key")
+        if algorithm is not None and key.algorithm != algorithm:
+            kind = {ED25519: "a log's note-signing key (0x01)", COSIGNATURE_V1: "a witness key (0x04)"}[algorithm]
+            raise CheckpointError(f"{vkey!r}: not {kind}")
         return key
+
+
+def check_key_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise CheckpointError(f"key name {name!r} must be non-empty, without spaces or '+'")
+    return name
 
 
 def cosignature_message(timestamp: int, body: str) -> bytes:
@@ -153,8 +164,7 @@ def _parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]]]:
 def cosign(note: str, witness_name: str, witness_key: Ed25519PrivateKey, *, timestamp: int | None = None) -> str:
     """``note`` with a C2SP tlog-cosignature/v1 line by the witness added (the log's signature is kept)."""
     checkpoint, _ = _parse(note)
-    if not _NAME.fullmatch(witness_name):
-        raise CheckpointError(f"witness name {witness_name!r} must be non-empty, without spaces or '+'")
+    check_key_name(witness_name)
     timestamp = int(time.time()) if timestamp is None else timestamp
     signature = (key_id(witness_name, witness_key.public_key(), COSIGNATURE_V1) + timestamp.to_bytes(8, "big")
                  + witness_key.sign(cosignature_message(timestamp, checkpoint.body())))

@@ -32,6 +32,7 @@ from governance.audit_log import (
     LEGACY_ORIGIN, AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key,
 )
 from governance.checkpoint import VerifierKey, fingerprint
+from governance.audit_sql import SqlAuditLog
 from governance.compliance import ComplianceReport, audit_dir
 from governance.consent import ConsentRecord, Purpose
 from governance.database import StoreLocation, is_url
@@ -53,7 +54,7 @@ class GovernanceConfig(BaseModel):
     registry: StoreLocation
     vault: Path
     master_key: Path | None = None
-    audit_log: Path
+    audit_log: StoreLocation
     audit_checkpoints: Path | None = None
     audit_key: Path | None = None
     audit_public_key: Path
@@ -133,10 +134,14 @@ class GovernanceContext:
         return ConsentRegistry(self.config.registry)
 
     @cached_property
-    def audit_log(self) -> AuditLog:
+    def audit_log(self) -> AuditLog | SqlAuditLog:
         key = load_private_key(self.config.audit_key) if self.config.audit_key else None
+        public_key = load_public_key(self.config.audit_public_key)
+        if is_url(self.config.audit_log):
+            return SqlAuditLog(self.config.audit_log, signing_key=key, public_key=public_key,
+                               origin=self.config.audit_origin)
         return AuditLog(self.config.audit_log, signing_key=key, checkpoint_dir=self.config.audit_checkpoints,
-                        public_key=load_public_key(self.config.audit_public_key), origin=self.config.audit_origin)
+                        public_key=public_key, origin=self.config.audit_origin)
 
     @property
     def audit_vkey(self) -> VerifierKey:

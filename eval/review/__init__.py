@@ -1,1 +1,1 @@
-"""Human review of a run's avatars: the reviewer app, its store and the statistics on its judgments."""
+"""Human review: blind ratings, pairwise A/B votes and release approval (`python -m eval.review`)."""

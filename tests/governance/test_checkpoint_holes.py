@@ -125,8 +125,11 @@ def test_witness_cosignature(log, key, tmp_path, capsys):
     assert "no checkpoint carries a valid cosignature by witness 'witness.example/w1'" in capsys.readouterr().out
 
     newest = log.checkpoints.paths()[-1]
-    assert main(["audit", "witness", "cosign", str(newest), "--key", str(witness_key),
-                 "--name", "witness.example/w1"]) == 0
+    cosign_args = ["audit", "witness", "cosign", str(newest), "--key", str(witness_key), "--name", "witness.example/w1"]
+    other_log = vkey(Ed25519PrivateKey.generate())
+    assert main([*cosign_args, "--vkey", other_log]) == 2  # not signed by that log: the witness refuses
+    assert "no signature by key 'example.org/test-log'" in capsys.readouterr().err
+    assert main([*cosign_args, "--vkey", vkey(key)]) == 0
     assert cli_verify(log, key, "--witness", witness_vkey) == 0
     assert "witness witness.example/w1 cosigned the first 8 entries at" in capsys.readouterr().out
     log.checkpoint()  # re-signing the same tree keeps the cosignature
@@ -134,6 +137,8 @@ def test_witness_cosignature(log, key, tmp_path, capsys):
 
     other = VerifierKey("witness.example/w1", Ed25519PrivateKey.generate().public_key(), COSIGNATURE_V1)
     assert cli_verify(log, key, "--witness", str(other)) == 1  # same name, another key
+    assert cli_verify(log, key, "--witness", vkey(key)) == 2  # the log's key is no witness key
+    assert "not a witness key (0x04)" in capsys.readouterr().err
 
 
 def test_forged_cosignature_is_refused(log, tmp_path):
@@ -143,7 +148,7 @@ def test_forged_cosignature_is_refused(log, tmp_path):
     signed = cosign(note, "w", witness, timestamp=1_700_000_000)
     assert cosigned_at(signed, witness_vkey) == 1_700_000_000
     assert cosigned_at(signed.replace("\n8\n", "\n9\n"), witness_vkey) is None
-    with pytest.raises(CheckpointError, match="witness name"):
+    with pytest.raises(CheckpointError, match="key name 'two words'"):
         cosign(note, "two words", witness)
 
 

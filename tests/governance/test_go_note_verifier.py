@@ -61,3 +61,15 @@ def test_go_accepts_our_checkpoint_and_witness_cosignature(notecheck, tmp_path):
     edited = tmp_path / "edited.checkpoint"
     edited.write_text(checkpoint.read_text().replace("\n4\n", "\n5\n", 1))
     assert go_verify(notecheck, edited, log_vkey).returncode == 1
+
+
+def test_go_accepts_a_checkpoint_exported_from_the_postgres_log(notecheck, postgres_url, tmp_path):
+    from governance.audit_sql import SqlAuditLog
+    key = Ed25519PrivateKey.generate()
+    log = SqlAuditLog(postgres_url, signing_key=key, checkpoint_every=4, origin="example.org/log/pg")
+    for i in range(6):
+        log.append(actor="olga", action="vault.read", object=str(i))
+    _, folder = log.export(tmp_path / "export.jsonl")
+    newest = sorted(folder.glob("*.checkpoint"))[-1]
+    checked = go_verify(notecheck, newest, str(VerifierKey(log.origin, key.public_key())))
+    assert checked.returncode == 0 and "ok: example.org/log/pg size 4" in checked.stdout, checked.stdout
