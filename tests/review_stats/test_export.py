@@ -12,7 +12,7 @@ from eval.review.stats import review_statistics, run_statistics
 
 
 def test_an_export_round_trips_with_its_summary(tmp_path, demo_run, demo_frames):
-    statistics = run_statistics(demo_frames, demo_run.scores, demo_run.summary)
+    statistics = run_statistics(demo_frames, demo_run.scores, demo_run.summary, n_resamples=10)  # alpha itself
     assert export_run(demo_frames, demo_run.scores, demo_run.summary, tmp_path) == tmp_path
     frames = read_export(tmp_path)
     for name, frame in demo_frames.items():
