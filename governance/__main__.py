@@ -16,13 +16,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from governance.audit_log import AuditLog, load_public_key
-from governance.consent import LawfulBasis, Purpose, json_schema, new_record
+from governance.consent import LawfulBasis, Purpose, UsageLimits, json_schema, new_record
 from governance.context import CONFIG_ENV, GovernanceContext
 from governance.demo import create_demo_governance
 from governance.keys import LocalMasterKey, WrongMasterKey
 from governance.pki import NOT_FOR_PRODUCTION, init_test_pki
 from governance.provenance import ProvenanceVerifier
 from governance.registry import ConsentRefused, UnknownRecord
+from governance.release import release
+from governance.release_check import trace_watermark
 from governance.roles import Actor, Permission, PermissionDenied, Role
 from governance.vault import VaultError
 
@@ -87,7 +89,11 @@ def cmd_consent_give(args) -> int:
         args.subject, [Purpose(p) for p in args.purpose], controller=gov.config.controller,
         jurisdiction=args.jurisdiction or gov.config.jurisdiction, actor=actor.name, valid_from=args.valid_from,
         valid_until=args.valid_until, retention=dt.timedelta(days=args.retention_days),
-        lawful_basis=LawfulBasis(args.lawful_basis)), actor=actor)
+        lawful_basis=LawfulBasis(args.lawful_basis), usage_limits=UsageLimits(
+            allowed_prompt_categories=args.allowed_category, max_released_avatars=args.max_released,
+            release_permission=dt.timedelta(days=args.release_permission_days)
+            if args.release_permission_days is not None else None,
+            training_mining_allowed=args.allow_training_mining)), actor=actor)
     gov.audit_log.checkpoint()
     print(record.record_id)
     return 0
@@ -204,13 +210,20 @@ def cmd_provenance_sign(args) -> int:
 
 def cmd_provenance_verify(args) -> int:
     _actor(args, Permission.VERIFY)
-    anchors = args.trust_anchor or _gov(args).config.trust_anchors
-    results = ProvenanceVerifier(anchors).verify_many(args.images)
+    gov = None if args.trust_anchor else _gov(args)
+    if gov is None:  # explicit anchors, maybe no workspace: watermarks are looked up only with one
+        lookup = None
+    else:
+        entries = list(gov.audit_log.entries())
+        lookup = lambda path: trace_watermark(path, entries)  # noqa: E731
+    anchors = args.trust_anchor or gov.config.trust_anchors
+    results = ProvenanceVerifier(anchors, watermark_lookup=lookup).verify_many(args.images)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
-            print(f"{r.path}: {r.status}  consent record: {r.consent_record_id or '-'}  ({r.detail})")
+            status = f"{r.status}, {r.watermark}" if r.watermark else r.status
+            print(f"{r.path}: {status}  consent record: {r.consent_record_id or '-'}  ({r.detail})")
     return 0 if all(r.trusted for r in results) else 1
 
 
@@ -224,6 +237,12 @@ def cmd_audit_dir(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return 0 if report.ok else 1
+
+
+def cmd_release(args) -> int:
+    result = release(args.run_dir, args.to, _gov(args), actor=_actor(args))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0 if args.allow_partial and result.items or not result.left_behind else 1
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -268,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--retention-days", type=int, default=30)
     sub.add_argument("--lawful-basis", default=LawfulBasis.CONSENT.value, choices=[b.value for b in LawfulBasis])
     sub.add_argument("--jurisdiction")
+    sub.add_argument("--allowed-category", action="append", metavar="CATEGORY",
+                     help="a prompt category the sampler may generate (repeat; default: any)")
+    sub.add_argument("--max-released", type=int, metavar="N", help="at most N released avatars (default: no limit)")
+    sub.add_argument("--release-permission-days", type=int, metavar="DAYS",
+                     help="how long a released avatar may be used (default: no expiry)")
+    sub.add_argument("--allow-training-mining", action="store_true",
+                     help="released avatars may be used for AI training and data mining (default: notAllowed)")
     sub = command(consent, "withdraw", cmd_consent_withdraw, "withdraw consent and crypto-shred the subject's key")
     sub.add_argument("--subject", required=True)
     sub.add_argument("--reason")
@@ -321,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("directory")
     sub.add_argument("--json", nargs="?", const="-", metavar="PATH",
                      help="write the report as JSON (to stdout without PATH)")
+    sub = command(commands, "release", cmd_release,
+                  "release approved, consented images of a run: watermarked, re-signed, in a signed folder; "
+                  "exit 1 if any was left behind")
+    sub.add_argument("run_dir", help="the run folder (its manifest.jsonl names the images)")
+    sub.add_argument("--to", required=True, help="the release folder (new or empty)")
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--allow-partial", action="store_true", help="exit 0 when some were released")
     return parser
 
 

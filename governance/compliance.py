@@ -72,6 +72,10 @@ def audit_dir(folder: str | Path, gov: "GovernanceContext") -> ComplianceReport:
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
+    from governance.release_check import RELEASE_MANIFEST, audit_release_dir  # imports this module
+
+    if (folder / RELEASE_MANIFEST).exists():
+        return audit_release_dir(folder, gov)
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in MIME_TYPES and p.is_file())
     verification = gov.verify_audit_log()
     signed_entries = {entry["object"]: entry["seq"] for entry in gov.audit_log.entries()
