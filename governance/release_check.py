@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-import numpy as np
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from PIL import Image, UnidentifiedImageError
@@ -66,17 +65,8 @@ def trace_watermark(path: str | Path, entries: Iterable[dict[str, Any]]) -> Wate
             picture = image.convert("RGB")
     except (OSError, UnidentifiedImageError):
         return None
-    for method, by_size in marks.items():
-        every_mark = {mark: trace for sized in by_size.values() for mark, trace in sized.items()}
-        views = [(picture.size, every_mark)] + [(size, sized) for size, sized in by_size.items() if size != picture.size]
-        for size, candidates in views:
-            pixels = np.asarray(picture if size == picture.size else picture.resize(size, Image.Resampling.LANCZOS))
-            if pixels.shape[0] * pixels.shape[1] < watermark.MIN_PIXELS:
-                continue
-            found = watermark.match(watermark.read_bits(pixels, method), candidates, method)
-            if found is not None:
-                return found
-    return None
+    return next((found for method, by_size in marks.items()
+                 if (found := watermark.find(picture, by_size, method)) is not None), None)
 
 
 def audit_release_dir(folder: Path, gov: "GovernanceContext") -> ComplianceReport:

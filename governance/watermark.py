@@ -23,6 +23,7 @@ from typing import Mapping, TypeVar
 
 import cv2
 import numpy as np
+from PIL import Image
 
 DWT_DCT_SVD = "dwtDctSvd"
 DWT_DCT = "dwtDct"
@@ -32,6 +33,9 @@ DEFAULT_METHOD = DWT_DCT_SVD
 MARK_BITS = {DWT_DCT_SVD: 64, DWT_DCT: 64, RIVAGAN: 32}  # RivaGAN's models take 32 bits only
 MAX_BIT_ERRORS = {DWT_DCT_SVD: 8, DWT_DCT: 8, RIVAGAN: 3}
 MIN_PIXELS = 256 * 256  # the package's own lower bound
+# The package's default quantisation step for the U channel is 36; on the bundled photos it lost 6-8 of
+# 64 bits on one photo in ten after a JPEG q90/q70 re-save, 48 lost none (PSNR 40.0 -> 38.3 dB).
+DWT_DCT_SVD_SCALES = [0, 48, 0]
 
 T = TypeVar("T")
 
@@ -104,6 +108,22 @@ def match(bits: np.ndarray, marks: Mapping[bytes, T], method: str = DEFAULT_METH
     return best
 
 
+def find(picture: Image.Image, marks_by_size: Mapping[tuple[int, int], Mapping[bytes, T]],
+         method: str = DEFAULT_METHOD) -> T | None:
+    """The value of the mark ``picture`` carries, looking at its own size (every mark) and resized to
+    each marked image's (width, height) (that size's marks): the second undoes a rescale."""
+    every_mark = {mark: value for marks in marks_by_size.values() for mark, value in marks.items()}
+    views = [(picture.size, every_mark), *((size, marks) for size, marks in marks_by_size.items()
+                                           if size != picture.size)]
+    for size, marks in views:
+        view = picture if size == picture.size else picture.resize(size, Image.Resampling.LANCZOS)
+        if size[0] * size[1] >= MIN_PIXELS:
+            found = match(read_bits(np.asarray(view.convert("RGB")), method), marks, method)
+            if found is not None:
+                return found
+    return None
+
+
 def _known(method: str) -> str:
     if method not in METHODS:
         raise WatermarkError(f"unknown watermark method {method!r} (expected one of {METHODS})")
@@ -121,7 +141,7 @@ def _bgr(rgb: np.ndarray) -> np.ndarray:
 
 def _dwt_embedder(method: str, bits: list[int]):
     if method == DWT_DCT_SVD:
-        return _method_module("dwtDctSvd").EmbedDwtDctSvd(bits, wmLen=MARK_BITS[method])
+        return _method_module("dwtDctSvd").EmbedDwtDctSvd(bits, wmLen=MARK_BITS[method], scales=DWT_DCT_SVD_SCALES)
     return _method_module("maxDct").EmbedMaxDct(bits, wmLen=MARK_BITS[method])
 
 
