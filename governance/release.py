@@ -118,8 +118,8 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
                               f"released avatars and {count} are released")
             if reason is None:
                 try:
-                    items.append(_release_item(path, provenance, digest, len(items) + 1, record, decisions[digest],
-                                               signed, staging, gov, now, release_id, method))
+                    items.append(_release_item(path, entry["image"], provenance, digest, len(items) + 1, record,
+                                               decisions[digest], signed, staging, gov, now, release_id, method))
                 except (watermark.WatermarkError, UnidentifiedImageError, OSError) as error:
                     reason = f"cannot watermark: {error}"
             if reason is not None:
@@ -133,7 +133,7 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
             actor=actor.name, role=actor.role.value, action=RELEASE_ACTION,
             subject=subjects.pop() if len(subjects) == 1 else None,
             object="sha256:" + hashlib.sha256(canonical).hexdigest(), outcome="ok" if items else "refused",
-            details={"release_id": release_id, "folder": to.name, "run": str(run_dir), "items": items,
+            details={"release_id": release_id, "folder": to.name, "run": document["run"], "items": items,
                      "left_behind": [asdict(x) for x in left]})
         if items:
             (staging / RELEASE_MANIFEST).write_bytes(canonical)
@@ -208,7 +208,7 @@ def _eligibility(provenance: ProvenanceResult, digest: str, entry: dict, gov: "G
     return record, None
 
 
-def _release_item(path: Path, original: ProvenanceResult, digest: str, number: int, record: ConsentRecord, decision, signed: dict,
+def _release_item(path: Path, source: str, original: ProvenanceResult, digest: str, number: int, record: ConsentRecord, decision, signed: dict,
                   staging: Path, gov: "GovernanceContext", now: dt.datetime, release_id: str,
                   method: str) -> dict[str, Any]:
     with Image.open(path) as image:
@@ -242,7 +242,7 @@ def _release_item(path: Path, original: ProvenanceResult, digest: str, number: i
     gov.signer.sign_manifest(marked, staging / name, manifest, parent=path)
     marked.unlink()
     permission_until = now + limits.release_permission if limits.release_permission is not None else None
-    return {"item": number, "file": name, "sha256": file_digest(staging / name), "source": str(path),
+    return {"item": number, "file": name, "sha256": file_digest(staging / name), "source": source,
             "source_sha256": digest, "source_audit_entry": signed.get(digest), "subject": record.subject,
             "consent_record_id": record.record_id, "approval": approval, "watermark": mark.hex(),
             "watermark_method": method, "width": pixels.shape[1], "height": pixels.shape[0],

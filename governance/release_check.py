@@ -42,7 +42,7 @@ class WatermarkTrace:
     item: int
     release_entry: int               # the release's audit entry
     file: str
-    source: str                      # the signed original in the run folder
+    source: str                      # the signed original: the run folder / its manifest's image path
     source_audit_entry: int | None   # the original's provenance.sign entry
 
     def __str__(self) -> str:
@@ -57,7 +57,7 @@ def trace_watermark(path: str | Path, entries: Iterable[dict[str, Any]]) -> Wate
         for item in entry["details"]["items"]:
             marks[item["watermark_method"]][(item["width"], item["height"])][bytes.fromhex(item["watermark"])] = \
                 WatermarkTrace(entry["details"]["release_id"], item["item"], entry["seq"], item["file"],
-                               item["source"], item["source_audit_entry"])
+                               str(Path(entry["details"]["run"]) / item["source"]), item["source_audit_entry"])
     if not marks:
         return None
     try:
