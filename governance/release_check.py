@@ -19,21 +19,19 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from PIL import Image, UnidentifiedImageError
 
 from governance import watermark
-from governance.compliance import ComplianceReport, ImageCheck
+from governance.audit_log import AuditLog, AuditVerification
+from governance.compliance import ComplianceReport, ImageCheck, _entries
 from governance.consent import Purpose
-from governance.provenance import file_digest
-from governance.registry import UnknownRecord
+from governance.provenance import ProvenanceVerifier, file_digest
+from governance.registry import ConsentRegistry, UnknownRecord
 from governance.release import RELEASE_MANIFEST, RELEASE_SIGNATURE, release_entries
-
-if TYPE_CHECKING:
-    from governance.context import GovernanceContext
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,9 @@ def trace_watermark(path: str | Path, entries: Iterable[dict[str, Any]]) -> Wate
                  if (found := watermark.find(picture, by_size, method)) is not None), None)
 
 
-def audit_release_dir(folder: Path, gov: "GovernanceContext") -> ComplianceReport:
-    verification = gov.verify_audit_log()
+def audit_release_dir(folder: Path, *, verifier: ProvenanceVerifier, audit_log: AuditLog,
+                      registry: ConsentRegistry, verification: AuditVerification | None = None) -> ComplianceReport:
+    verification = verification or audit_log.verify()
     head = ImageCheck(RELEASE_MANIFEST, "-")
     report = ComplianceReport(str(folder), str(verification), verification.ok, [head])
     try:
@@ -83,10 +82,10 @@ def audit_release_dir(folder: Path, gov: "GovernanceContext") -> ComplianceRepor
         head.problems.append("not RFC 8785 canonical JSON")
     try:
         signature = base64.b64decode((folder / RELEASE_SIGNATURE).read_text().strip(), validate=True)
-        gov.audit_log.public_key.verify(signature, canonical)
+        audit_log.public_key.verify(signature, canonical)
     except (OSError, ValueError, InvalidSignature):
         head.problems.append(f"{RELEASE_SIGNATURE}: missing or not a valid Ed25519 signature by the audit key")
-    entry = next((e for e in release_entries(gov.audit_log.entries())
+    entry = next((e for e in release_entries(audit_log.entries())
                   if e["details"]["release_id"] == document.get("release_id")), None)
     if entry is None:
         head.problems.append(f"no release entry for {document.get('release_id')!r} in the audit log")
@@ -94,27 +93,31 @@ def audit_release_dir(folder: Path, gov: "GovernanceContext") -> ComplianceRepor
         head.problems.append(f"differs from the release.json that audit entry {entry['seq']} records")
     head.audit_entry = entry["seq"] if entry else None
     listed = {item["file"]: item for item in document.get("items", [])}
-    present = {path.name for path in folder.iterdir()} - {RELEASE_MANIFEST, RELEASE_SIGNATURE}
+    present = {path.relative_to(folder).as_posix(): not_checked for path, not_checked in _entries(folder)}
+    present.pop(RELEASE_MANIFEST, None)
+    present.pop(RELEASE_SIGNATURE, None)
     now = dt.datetime.now(dt.timezone.utc)
-    for name in sorted(present | listed.keys()):
+    for name in sorted(present.keys() | listed.keys()):
         row = ImageCheck(name, "-", audit_entry=head.audit_entry)
         if name not in listed:
             row.problems.append("not listed in release.json (added after the release)")
         elif name not in present:
             row.problems.append("listed in release.json but missing")
+        elif present[name]:
+            row.problems.append(present[name])
         else:
             _check_released(folder / name, listed[name], dt.datetime.fromisoformat(document["created"]), now,
-                            row, gov)
+                            row, verifier, registry)
         report.rows.append(row)
     return report
 
 
 def _check_released(path: Path, item: dict, released_at: dt.datetime, now: dt.datetime, row: ImageCheck,
-                    gov: "GovernanceContext") -> None:
+                    verifier: ProvenanceVerifier, registry: ConsentRegistry) -> None:
     if not path.is_file() or file_digest(path) != item["sha256"]:
         row.problems.append("changed since the release (SHA-256 differs from release.json)")
         return
-    provenance = gov.verifier.verify(path)
+    provenance = verifier.verify(path)
     row.provenance, row.consent_record_id = provenance.status, item["consent_record_id"]
     if not provenance.trusted:
         row.problems.append(f"provenance {provenance.status}: {provenance.detail}")
@@ -122,7 +125,7 @@ def _check_released(path: Path, item: dict, released_at: dt.datetime, now: dt.da
         row.problems.append(f"manifest names consent record {provenance.consent_record_id!r}, release.json "
                             f"{item['consent_record_id']!r}")
     try:
-        record = gov.registry.get(item["consent_record_id"])
+        record = registry.get(item["consent_record_id"])
     except UnknownRecord as error:
         row.problems.append(str(error.args[0]))
         return
