@@ -29,7 +29,7 @@ def test_release_walkthrough_runs_end_to_end(tmp_path):
     assert "left behind images/alice_0002.png: rejected by anna at " in transcript
     assert ": hands look wrong (audit entry " in transcript
     assert "2 released, 1 left behind" in transcript and "exit status 1: one image left behind" in transcript
-    assert "PASS: 3 images, 0 failed" in transcript  # release.json + the two images
+    assert "PASS: 3 files, 0 failed" in transcript  # release.json + the two images
     assert re.search(r"resaved.jpg: no-manifest, watermark → release urn:uuid:\S+ item 1 \(alice_0000.png; "
                      r"release audit entry \d+; original \S+/out/images/alice_0000.png, audit entry \d+\)", transcript)
     assert "alice_0002.png" in transcript and "not listed in release.json" in transcript
