@@ -310,7 +310,8 @@ def _trust_anchors(args) -> list:
 
 
 def _watermark_lookup(args):
-    """Names the release item a manifest-less image's watermark carries (the workspace's audit log); None without one."""
+    """Names the release item a manifest-less image's watermark carries, from the workspace's audit log;
+    None without a workspace."""
     try:
         entries = list(_gov(args).audit_log.entries())
     except FileNotFoundError:

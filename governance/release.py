@@ -36,7 +36,7 @@ from governance import watermark
 from governance.consent import ConsentRecord, Purpose
 from governance.provenance import CONSENT_ASSERTION, TRAINED_ALGORITHMIC_MEDIA, ProvenanceResult, file_digest
 from governance.registry import UnknownRecord
-from governance.review_log import latest_decisions
+from governance.review_log import ReviewDecision, latest_decisions
 from governance.roles import Actor, Permission
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
     release_id = f"urn:uuid:{uuid.uuid4()}"
     staging = to.with_name(f".{to.name}.{uuid.uuid4().hex}.partial")
     staging.mkdir(parents=True)
+    batch = _Batch(gov, release_id, now, staging, method, signed)
     items: list[dict[str, Any]] = []
     left: list[LeftBehind] = []
     try:
@@ -118,8 +119,8 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
                               f"released avatars and {count} are released")
             if reason is None:
                 try:
-                    items.append(_release_item(path, entry["image"], provenance, digest, len(items) + 1, record,
-                                               decisions[digest], signed, staging, gov, now, release_id, method))
+                    items.append(batch.release_item(path, entry["image"], provenance, len(items) + 1, record,
+                                                    decisions[digest]))
                 except (watermark.WatermarkError, UnidentifiedImageError, OSError) as error:
                     reason = f"cannot watermark: {error}"
             if reason is not None:
@@ -208,42 +209,56 @@ def _eligibility(provenance: ProvenanceResult, digest: str, entry: dict, gov: "G
     return record, None
 
 
-def _release_item(path: Path, source: str, original: ProvenanceResult, digest: str, number: int, record: ConsentRecord, decision, signed: dict,
-                  staging: Path, gov: "GovernanceContext", now: dt.datetime, release_id: str,
-                  method: str) -> dict[str, Any]:
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert("RGB"))
-    mark = watermark.new_mark(method)
-    marked = staging / f".{number}.marked.png"
-    Image.fromarray(watermark.embed(pixels, mark, method)).save(marked, "PNG")
-    name = path.name if not (staging / path.name).exists() else f"{number:04d}_{path.name}"
-    approval = {"actor": decision.actor, "role": decision.role, "time": decision.time.isoformat(),
-                "audit_entry": decision.seq, "entry_hash": decision.entry_hash}
-    limits = record.usage_limits
-    use = "allowed" if limits.training_mining_allowed else "notAllowed"
-    manifest = {
-        "claim_generator_info": [{"name": "idavatar-release", "version": RELEASE_SCHEMA}],
-        "title": name,
-        "assertions": [
-            {"label": "c2pa.actions", "data": {"actions": [
-                {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
-                {"action": "c2pa.watermarked", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-                 "softwareAgent": {"name": original.generator or "unknown",
-                                   "version": original.model_version or "unknown"}}]}},
-            {"label": "c2pa.soft-binding", "data": {
-                "alg": f"com.idavatar.imwatermark.{method}",
-                "blocks": [{"scope": {}, "value": base64.b64encode(mark).decode()}]}},
-            {"label": APPROVAL_ASSERTION, "data": {**approval, "release_id": release_id, "item": number}},
-            {"label": CONSENT_ASSERTION, "data": {"consent_record_id": record.record_id,
-                                                  "signed_at": now.isoformat()}},
-            {"label": TRAINING_MINING_ASSERTION, "data": {"entries": {u: {"use": use} for u in TRAINING_MINING_USES}}},
-        ],
-    }
-    gov.signer.sign_manifest(marked, staging / name, manifest, parent=path)
-    marked.unlink()
-    permission_until = now + limits.release_permission if limits.release_permission is not None else None
-    return {"item": number, "file": name, "sha256": file_digest(staging / name), "source": source,
-            "source_sha256": digest, "source_audit_entry": signed.get(digest), "subject": record.subject,
-            "consent_record_id": record.record_id, "approval": approval, "watermark": mark.hex(),
-            "watermark_method": method, "width": pixels.shape[1], "height": pixels.shape[0],
-            "permission_until": permission_until.isoformat() if permission_until else None}
+@dataclass
+class _Batch:
+    """What every item of one release shares."""
+
+    gov: "GovernanceContext"
+    release_id: str
+    now: dt.datetime
+    staging: Path
+    method: str
+    signed: dict[str, int]  # original's sha256 -> its provenance.sign entry
+
+    def release_item(self, path: Path, source: str, original: ProvenanceResult, number: int, record: ConsentRecord,
+                     decision: ReviewDecision) -> dict[str, Any]:
+        """Watermark and re-sign one image into the staging folder; returns its release.json item."""
+        gov, staging, now, release_id, method = self.gov, self.staging, self.now, self.release_id, self.method
+        digest = decision.image_sha256  # the file approved, checked against the file before this call
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        mark = watermark.new_mark(method)
+        marked = staging / f".{number}.marked.png"
+        Image.fromarray(watermark.embed(pixels, mark, method)).save(marked, "PNG")
+        name = path.name if not (staging / path.name).exists() else f"{number:04d}_{path.name}"
+        approval = {"actor": decision.actor, "role": decision.role, "time": decision.time.isoformat(),
+                    "audit_entry": decision.seq, "entry_hash": decision.entry_hash}
+        limits = record.usage_limits
+        use = "allowed" if limits.training_mining_allowed else "notAllowed"
+        manifest = {
+            "claim_generator_info": [{"name": "idavatar-release", "version": RELEASE_SCHEMA}],
+            "title": name,
+            "assertions": [
+                {"label": "c2pa.actions", "data": {"actions": [
+                    {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
+                    {"action": "c2pa.watermarked", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                     "softwareAgent": {"name": original.generator or "unknown",
+                                       "version": original.model_version or "unknown"}}]}},
+                {"label": "c2pa.soft-binding", "data": {
+                    "alg": f"com.idavatar.imwatermark.{method}",
+                    "blocks": [{"scope": {}, "value": base64.b64encode(mark).decode()}]}},
+                {"label": APPROVAL_ASSERTION, "data": {**approval, "release_id": release_id, "item": number}},
+                {"label": CONSENT_ASSERTION, "data": {"consent_record_id": record.record_id,
+                                                      "signed_at": now.isoformat()}},
+                {"label": TRAINING_MINING_ASSERTION,
+                 "data": {"entries": {use_type: {"use": use} for use_type in TRAINING_MINING_USES}}},
+            ],
+        }
+        gov.signer.sign_manifest(marked, staging / name, manifest, parent=path)
+        marked.unlink()
+        permission_until = now + limits.release_permission if limits.release_permission is not None else None
+        return {"item": number, "file": name, "sha256": file_digest(staging / name), "source": source,
+                "source_sha256": digest, "source_audit_entry": self.signed.get(digest), "subject": record.subject,
+                "consent_record_id": record.record_id, "approval": approval, "watermark": mark.hex(),
+                "watermark_method": method, "width": pixels.shape[1], "height": pixels.shape[0],
+                "permission_until": permission_until.isoformat() if permission_until else None}

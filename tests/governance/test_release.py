@@ -44,9 +44,9 @@ def make_run(run: Path, gov, record, count: int = 3, category: str = "expression
             gov.sign_output(unsigned, subject=record.subject, consent_record_id=record.record_id,
                             generator="idadapter", model_version="0.1.0", actor=Actor("olga", "operator"), dest=path)
             unsigned.unlink()
-            manifest.write(json.dumps({"system": "idadapter-v1", "subject": record.subject, "references": ["refs/x.jpg"],
-                                       "prompt": "a photo", "prompt_category": category,
-                                       "image": f"images/{path.name}"}) + "\n")
+            manifest.write(json.dumps({"system": "idadapter-v1", "subject": record.subject,
+                                       "references": ["refs/x.jpg"], "prompt": "a photo",
+                                       "prompt_category": category, "image": f"images/{path.name}"}) + "\n")
             images.append(path)
     return images
 
@@ -77,7 +77,8 @@ def test_releases_exactly_the_approved_and_says_why_the_rest_stayed(tmp_path, go
     assert reasons(result) == {run[2].name: f"rejected by anna at {rejection['time']}: hands look wrong "
                                             f"(audit entry {rejection['seq']})"}
     entries = list(gov.audit_log.entries())
-    assert len(entries) == before + 1 and entries[-1]["action"] == "release" and entries[-1]["seq"] == result.audit_entry
+    assert len(entries) == before + 1
+    assert entries[-1]["action"] == "release" and entries[-1]["seq"] == result.audit_entry
     folder = tmp_path / "rel"
     assert sorted(p.name for p in folder.iterdir()) == sorted([run[0].name, run[1].name, RELEASE_MANIFEST,
                                                                RELEASE_SIGNATURE])

@@ -99,7 +99,8 @@ def test_a_jpeg_resave_of_a_released_image_verifies_as_watermark_pointing_at_its
     square(PHOTOS[1]).save(unmarked, quality=70)  # the original photo of the released image, never marked
     config = str(gov.config.audit_log.parents[1] / "governance.toml")
 
-    assert governance_cli(["--config", config, "--role", "auditor", "provenance", "verify", str(resaved), str(halved), str(unmarked)]) == 1
+    verify = ["--config", config, "--role", "auditor", "provenance", "verify"]
+    assert governance_cli([*verify, str(resaved), str(halved), str(unmarked)]) == 1
     lines = capsys.readouterr().out.splitlines()
     expected = (f"no-manifest, watermark → release {result.release_id} item 1 ({item['file']}; release audit entry "
                 f"{result.audit_entry}; original {images[1]}, audit entry {item['source_audit_entry']})")
@@ -108,7 +109,7 @@ def test_a_jpeg_resave_of_a_released_image_verifies_as_watermark_pointing_at_its
     sign_entry = next(e for e in gov.audit_log.entries() if e["seq"] == item["source_audit_entry"])
     assert sign_entry["action"] == "provenance.sign" and sign_entry["details"]["file"] == images[1].name
 
-    assert governance_cli(["--config", config, "--role", "auditor", "provenance", "verify", "--json", str(resaved)]) == 1
+    assert governance_cli([*verify, "--json", str(resaved)]) == 1
     assert json.loads(capsys.readouterr().out)[0]["watermark"] == expected.removeprefix("no-manifest, ")
 
 
