@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from governance import watermark
 from governance.consent import ConsentRecord, Purpose
+from governance.files import write_atomically
 from governance.provenance import CONSENT_ASSERTION, TRAINED_ALGORITHMIC_MEDIA, ProvenanceResult, file_digest
 from governance.registry import UnknownRecord
 from governance.review_log import ReviewDecision, latest_decisions
@@ -89,6 +90,8 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
     run_dir, to = Path(run_dir), Path(to)
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise FileExistsError(f"{to}: release folder exists and is not empty")
+    if gov.audit_log.signing_key is None:
+        raise ValueError(f"{gov.audit_log.path}: no audit signing key configured; a release is logged and signed")
     verification = gov.verify_audit_log()
     if not verification.ok:
         raise ValueError(f"{gov.audit_log.path}: {verification}; its approvals cannot be trusted")
@@ -103,6 +106,7 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
     staging = to.with_name(f".{to.name}.{uuid.uuid4().hex}.partial")
     staging.mkdir(parents=True)
     batch = _Batch(gov, release_id, now, staging, method, signed)
+    logged = False
     items: list[dict[str, Any]] = []
     left: list[LeftBehind] = []
     try:
@@ -129,6 +133,10 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
                     "run": str(run_dir.resolve()), "released_by": actor.name, "watermark_method": method,
                     "items": items, "left_behind": [asdict(x) for x in left]}
         canonical = rfc8785.dumps(document)
+        if items:
+            write_atomically(staging / RELEASE_MANIFEST, canonical)
+            write_atomically(staging / RELEASE_SIGNATURE,
+                             base64.b64encode(gov.audit_log.signing_key.sign(canonical)) + b"\n")
         subjects = {item["subject"] for item in items}
         audit = gov.audit_log.append(
             actor=actor.name, role=actor.role.value, action=RELEASE_ACTION,
@@ -136,15 +144,15 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
             object="sha256:" + hashlib.sha256(canonical).hexdigest(), outcome="ok" if items else "refused",
             details={"release_id": release_id, "folder": to.name, "run": document["run"], "items": items,
                      "left_behind": [asdict(x) for x in left]})
+        logged = True
         if items:
-            (staging / RELEASE_MANIFEST).write_bytes(canonical)
-            (staging / RELEASE_SIGNATURE).write_text(
-                base64.b64encode(gov.audit_log.signing_key.sign(canonical)).decode() + "\n")
             if to.exists():
                 to.rmdir()  # empty, checked above
             os.replace(staging, to)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # Once the release is in the audit log its files are kept, even if the move failed.
+        if not logged or not items:
+            shutil.rmtree(staging, ignore_errors=True)
     gov.audit_log.checkpoint()
     return ReleaseResult(release_id, str(to) if items else None, audit["seq"], items, left)
 

@@ -239,3 +239,17 @@ def test_bad_manifest_lines_and_missing_files_are_listed_and_the_rest_released(t
     by_line = {left.line: left.reason for left in result.left_behind}
     assert by_line[4].startswith("bad manifest line") and "leaves the run folder" in by_line[5]
     assert by_line[6].endswith("file not found")
+
+
+def test_nothing_is_written_when_the_release_cannot_be_logged(tmp_path, gov, run):
+    decide(gov, run[0], APPROVE)
+    log = tmp_path / "gov" / "audit" / "audit.jsonl"
+    data = bytearray(log.read_bytes())
+    data[150] ^= 1
+    log.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="audit log NOT intact.*approvals cannot be trusted"):
+        release(tmp_path / "run", tmp_path / "rel", gov, actor=RELEASER)
+    gov.audit_log.signing_key = None
+    with pytest.raises(ValueError, match="no audit signing key configured"):
+        release(tmp_path / "run", tmp_path / "rel", gov, actor=RELEASER)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gov", "run"]  # no release folder, no staging left
