@@ -91,8 +91,7 @@ def cmd_pki_init(args) -> int:
 
 
 def cmd_demo_init(args) -> int:
-    gov = create_demo_governance(args.directory, args.subjects)
-    gov.audit_log.checkpoint()
+    create_demo_governance(args.directory, args.subjects)
     print(f"demo workspace {Path(args.directory) / 'governance.toml'}: {', '.join(args.subjects)} "
           "recorded for evaluation and calibration only")
     return 0
