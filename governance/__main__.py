@@ -30,6 +30,7 @@ from governance.pki import NOT_FOR_PRODUCTION, init_test_pki
 from governance.provenance import ProvenanceVerifier
 from governance.files import write_atomically
 from governance.registry import ConsentRefused, ConsentRegistry, UnknownRecord
+from governance import watermark
 from governance.release import release
 from governance.release_check import trace_watermark
 from governance.roles import Actor, Permission, PermissionDenied, Role
@@ -351,7 +352,7 @@ def cmd_audit_dir(args) -> int:
 
 
 def cmd_release(args) -> int:
-    result = release(args.run_dir, args.to, _gov(args), actor=_actor(args))
+    result = release(args.run_dir, args.to, _gov(args), actor=_actor(args), method=args.watermark)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0 if args.allow_partial and result.items or not result.left_behind else 1
 
@@ -497,6 +498,8 @@ def _add_release_commands(commands) -> None:
     sub.add_argument("--to", required=True, help="the release folder (new or empty)")
     sub.add_argument("--json", action="store_true")
     sub.add_argument("--allow-partial", action="store_true", help="exit 0 when some were released")
+    sub.add_argument("--watermark", default=watermark.DEFAULT_METHOD,
+                     choices=[watermark.DWT_DCT_SVD, watermark.RIVAGAN], help="dwtDctSvd (default, fast) or rivaGan (also survives crops and brightness, ~20x slower)")
 
 
 # A new command group: write its _add_*_commands(commands) and list it here.

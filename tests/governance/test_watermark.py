@@ -68,6 +68,19 @@ def test_any_mark_reads_back_exactly(photos, mark):
     assert np.packbits(bits).tobytes() == mark
 
 
+def test_rivagan_marks_survive_jpeg_q70_a_crop_and_brightness(photos):
+    """RivaGAN through onnxruntime alone (the package's ONNX models), at 256×256 to keep it quick."""
+    pixels = np.asarray(Image.fromarray(photos[3]).resize((256, 256), Image.Resampling.LANCZOS))
+    mark = watermark.new_mark(watermark.RIVAGAN)
+    marked = Image.fromarray(watermark.embed(pixels, mark, watermark.RIVAGAN))
+    cropped = marked.crop((13, 13, 243, 243))
+    brighter = Image.fromarray(np.clip(np.asarray(marked, float) * 1.2, 0, 255).astype(np.uint8))
+    for attacked in (Image.fromarray(jpeg(np.asarray(marked), 70)), cropped, brighter):
+        assert watermark.find(attacked, {(256, 256): {mark: "found"}}, watermark.RIVAGAN) == "found"
+    unmarked = Image.fromarray(pixels)
+    assert watermark.find(unmarked, {(256, 256): {mark: "found"}}, watermark.RIVAGAN) is None
+
+
 def test_bad_inputs_are_refused_with_the_reason(photos):
     with pytest.raises(watermark.WatermarkError, match=r"32×32 is too small"):
         watermark.embed(np.zeros((32, 32, 3), np.uint8), bytes(8))
@@ -80,6 +93,7 @@ def test_bad_inputs_are_refused_with_the_reason(photos):
 def test_watermarking_loads_no_torch():
     probe = ("import sys, numpy as np\nfrom governance import watermark\n"
              "m = watermark.embed(np.full((256, 256, 3), 128, np.uint8), bytes(8))\nwatermark.read_bits(m)\n"
+             "m = watermark.embed(m, bytes(4), watermark.RIVAGAN)\nwatermark.read_bits(m, watermark.RIVAGAN)\n"
              "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
@@ -111,6 +125,21 @@ def test_a_jpeg_resave_of_a_released_image_verifies_as_watermark_pointing_at_its
 
     assert governance_cli([*verify, "--json", str(resaved)]) == 1
     assert json.loads(capsys.readouterr().out)[0]["watermark"] == expected.removeprefix("no-manifest, ")
+
+
+@pytest.mark.slow
+def test_a_rivagan_release_is_traced_after_a_jpeg_resave(tmp_path, gov, consented, capsys):
+    images = make_run(tmp_path / "run", gov, consented, count=1)
+    decide(gov, images[0], APPROVE)
+    config = str(gov.config.audit_log.parents[1] / "governance.toml")
+    assert governance_cli(["--config", config, "release", str(tmp_path / "run"), "--to", str(tmp_path / "rel"),
+                           "--watermark", "rivaGan", "--json"]) == 0
+    [item] = json.loads(capsys.readouterr().out)["items"]
+    assert item["watermark_method"] == "rivaGan" and len(bytes.fromhex(item["watermark"])) == 4
+    resaved = tmp_path / "resaved.jpg"
+    Image.open(tmp_path / "rel" / item["file"]).convert("RGB").save(resaved, "JPEG", quality=70)
+    assert governance_cli(["--config", config, "provenance", "verify", str(resaved)]) == 1
+    assert "no-manifest, watermark → release urn:uuid:" in capsys.readouterr().out
 
 
 def test_an_image_too_small_to_mark_is_left_behind(tmp_path, gov, consented):
