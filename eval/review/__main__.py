@@ -2,8 +2,11 @@
 
 serve RUN        RUN: a run manifest or a scores folder (as eval.report takes; a manifest is scored first)
 demo             the built-in demo run with a fresh demo workspace; prints the URL and one-time passwords
+actions          verify the audit log and list every review action in it
 user add NAME    --role reviewer|approver|admin; the password from stdin (--password-stdin) or generated
 user list / user disable NAME
+export RUN       --out DIR: the run's ratings, votes and decisions as parquet files + review_summary.json
+                 (the statistics of eval.review.stats), for `python -m eval.report RUN --reviews DIR`
 
 Every command takes --workspace (default $GOVERNANCE_CONFIG, else ./governance.toml): its audit log
 gets every rating, vote and decision, and the review store is review.sqlite beside it (--database URL
@@ -101,6 +104,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_actions(args: argparse.Namespace) -> int:
+    from eval.report.governance_checks import load_context
+    from governance.review_log import REVIEW_ACTIONS
+
+    workspace = workspace_of(args)
+    context, source = load_context(workspace if workspace.is_file() else None)
+    if context is None:
+        raise StoreError(f"governance workspace: {source}")
+    verification = context.verify_audit_log()
+    print(verification)
+    for entry in context.audit_log.entries():
+        if entry.get("action") in REVIEW_ACTIONS:
+            details = entry.get("details") or {}
+            values = ", ".join(f"{key}={value}" for key, value in details.items()
+                               if key not in ("review_id",) and value not in (None, [], ""))
+            print(f"{entry['seq']:>6} {entry['time']} {entry['actor']} ({entry.get('role')}) {entry['action']} "
+                  f"{entry.get('object')} {values}")
+    return 0 if verification.ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from eval.review.catalog import load_review_run
+    from eval.review.export import export_run
+
+    run = load_review_run(args.run)
+    frames = open_store(args, workspace_of(args)).export_frames(run_id=run.name)
+    out = export_run(frames, run.scores, run.summary, args.out)
+    print(f"eval.review export: run {run.name}: {len(frames['ratings'])} ratings, {len(frames['votes'])} votes, "
+          f"{len(frames['decisions'])} decisions -> {out}")
+    return 0
+
+
 def _pair(text: str) -> tuple[str, str]:
     a, sep, b = text.partition(":")
     if not sep or not a or not b:
@@ -131,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
     demo = commands.add_parser("demo", parents=[common, server], help="serve the built-in demo run")
     demo.set_defaults(handler=cmd_demo)
+    actions = commands.add_parser("actions", parents=[common], help="verify the audit log; list its review actions")
+    actions.set_defaults(handler=cmd_actions)
+    export = commands.add_parser("export", parents=[common], help="write a run's reviews and their statistics")
+    export.add_argument("run", type=Path, help="run manifest (JSONL) or scores folder")
+    export.add_argument("--out", type=Path, required=True, help="folder for the parquet files and review_summary.json")
+    export.set_defaults(handler=cmd_export)
     user_parser = commands.add_parser("user", help="review accounts")
     user_parser.set_defaults(handler=cmd_user)
     user = user_parser.add_subparsers(dest="user_command", required=True)
