@@ -2,6 +2,7 @@
 
 serve RUN        RUN: a run manifest or a scores folder (as eval.report takes; a manifest is scored first)
 demo             the built-in demo run with a fresh demo workspace; prints the URL and one-time passwords
+actions          verify the audit log and list every review action in it
 user add NAME    --role reviewer|approver|admin; the password from stdin (--password-stdin) or generated
 user list / user disable NAME
 
@@ -108,6 +109,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_actions(args: argparse.Namespace) -> int:
+    from eval.report.governance_checks import load_context
+    from governance.review_log import REVIEW_ACTIONS
+
+    workspace = workspace_of(args)
+    context, source = load_context(workspace if workspace.is_file() else None)
+    if context is None:
+        raise StoreError(f"governance workspace: {source}")
+    verification = context.verify_audit_log()
+    print(verification)
+    for entry in context.audit_log.entries():
+        if entry.get("action") in REVIEW_ACTIONS:
+            details = entry.get("details") or {}
+            values = ", ".join(f"{key}={value}" for key, value in details.items()
+                               if key not in ("review_id",) and value not in (None, [], ""))
+            print(f"{entry['seq']:>6} {entry['time']} {entry['actor']} ({entry.get('role')}) {entry['action']} "
+                  f"{entry.get('object')} {values}")
+    return 0 if verification.ok else 1
+
+
 def _pair(text: str) -> tuple[str, str]:
     a, sep, b = text.partition(":")
     if not sep or not a or not b:
@@ -139,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
     demo = commands.add_parser("demo", parents=[common, server], help="serve the built-in demo run")
     demo.set_defaults(handler=cmd_demo)
+    actions = commands.add_parser("actions", parents=[common], help="verify the audit log; list its review actions")
+    actions.set_defaults(handler=cmd_actions)
     user_parser = commands.add_parser("user", help="review accounts")
     user_parser.set_defaults(handler=cmd_user)
     user = user_parser.add_subparsers(dest="user_command", required=True)

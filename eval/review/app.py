@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import asynccontextmanager
 from urllib.parse import quote
 from dataclasses import dataclass
 
@@ -94,7 +95,13 @@ def create_app(catalog: Catalog, store: ReviewStore, context, *, ratings_per_ima
         print(f"eval.review: reconciled {line}", file=sys.stderr)
     auth = Auth(store, limiter)
     state = ReviewApp(ReviewService(catalog, store, recorder, auth, context, ratings_per_image), auth, secure_cookies)
-    app = FastAPI(title="idavatar review", version="1", docs_url=None, redoc_url=None,
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        recorder.seal()
+
+    app = FastAPI(title="idavatar review", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Blind ratings, pairwise A/B votes and release approval of one run.")
     app.state.review = state
 

@@ -16,14 +16,20 @@ from eval.review.catalog import Catalog, build_catalog
 from eval.review.store import ReviewStore
 
 DEMO_ACCOUNTS = {"demo-reviewer": "reviewer", "demo-approver": "approver"}
+DEMO_CONTROLLER = "idavatar demo (evaluation only)"  # the controller governance.demo writes into its workspaces
 
 
 def prepare_demo(folder: Path, *, database: str | None = None, ratings_per_image: int = 3,
                  progress: bool = True) -> tuple[object, dict[str, tuple[str, str]], Catalog]:
     """(the app, {account: (role, one-time password)}, the catalog). The workspace in `folder` is created
     (or reused); each demo account gets a new password on every start."""
+    from governance.context import CONFIG_NAME, GovernanceContext
     from governance.demo import create_demo_governance
 
+    existing = folder / CONFIG_NAME
+    if existing.is_file() and GovernanceContext.load(existing).config.controller != DEMO_CONTROLLER:
+        raise ValueError(f"{existing}: not a demo workspace; the demo records its own consent, so give it a "
+                         "new folder (or none: a fresh temporary one)")
     run = load_run(None, with_governance=False, progress=progress)
     context = create_demo_governance(folder, sorted(run.scores["subject"].unique()))
     store = ReviewStore(database or f"sqlite:///{folder.resolve() / 'review.sqlite'}")

@@ -43,10 +43,12 @@ class Recorder:
     def __init__(self, store: ReviewStore, audit_log: AuditLog):
         self.store = store
         self.audit_log = audit_log
+        self.appended = 0  # audit entries written by this process (a checkpoint at shutdown seals them)
 
     def _append(self, row: Rating | Vote | Decision, role: str, **extra: Any) -> int:
         entry = log_review_action(self.audit_log, action=_ACTION[type(row)], actor=_actor(row), role=role,
                                   image_sha256=_image(row), subject=row.subject, details=_details(row) | extra)
+        self.appended += 1
         return entry["seq"]
 
     def record(self, row: Rating | Vote | Decision, role: str) -> Rating | Vote | Decision:
@@ -74,3 +76,9 @@ class Recorder:
             self.store.mark_audited(row, seq)
             done.append(f"{_ACTION[type(row)]} {review_id} by {_actor(row)}: {how} (seq {seq})")
         return done
+
+    def seal(self) -> None:
+        """A signed checkpoint over what this process appended, so a cut tail is caught later."""
+        if self.appended:
+            self.audit_log.checkpoint()
+            self.appended = 0

@@ -153,8 +153,7 @@ _COLUMNS = {
                   "reason", "created", "time_spent_s", "audit_seq"],
 }
 _TABLE_OF_FRAME = {"ratings": Rating, "votes": Vote, "decisions": Decision}
-_NULLABLE_INTS = ("line", "seed", "likeness", "prompt_fidelity", "quality", "presented_position", "audit_seq",
-                  "line_left", "line_right")
+_NULLABLE_INTS = ("line", "seed", "likeness", "prompt_fidelity", "quality", "audit_seq", "line_left", "line_right")
 _BOOLS = tuple(f"flag_{flag}" for flag in FLAGS) + ("skipped",)
 
 
@@ -347,6 +346,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
         elif column == "time_spent_s":
             frame[column] = frame[column].astype(float)
+        elif column == "presented_position":
+            frame[column] = frame[column].astype("int64")
         else:
             frame[column] = frame[column].astype(object)
     return frame

@@ -3,7 +3,7 @@
 Subject "tester" consented to avatar generation and evaluation. The sampler's actor "sampler-sam"
 C2PA-signs each output through governance (`sign_output`, audited). System "cand": line 1 a new photo
 of the person (approvable), line 2 a near copy of the reference (flagged by the copy-paste rule),
-line 3 the same photo left unsigned (no C2PA manifest). System "base": lines 4-5, so (cand, base)
+line 3 the same photo left unsigned (no C2PA manifest). System BASE (a name with HTML in it): lines 4-5, so (cand, BASE)
 has A/B pairs on seeds 0 and 1. Scored for real by the harness (face models, cache).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from governance import Actor, GovernanceContext, Purpose, new_record
 
 PHOTOS = Path(__file__).resolve().parents[2] / "eval" / "demo" / "faces"
 SAMPLER = "sampler-sam"
+BASE = "base<b>v2</b>"
 PASSWORD = "correct horse battery staple"
 ACCOUNTS = {"rita": "reviewer", "rosa": "reviewer", "alan": "approver", SAMPLER: "approver", "ada": "admin"}
 
@@ -53,8 +54,8 @@ def build_signed_run(folder: Path, gov: GovernanceContext | None = None) -> tupl
     (run / reference).write_bytes((PHOTOS / "ardern_2018.jpg").read_bytes())
     sampler = Actor(SAMPLER, "operator")
     outputs = [("cand", 0, "ardern_2022.jpg", False, True), ("cand", 1, "ardern_2018.jpg", True, True),
-               ("cand", 2, "ardern_2022.jpg", False, False), ("base", 0, "ardern_2018.jpg", True, True),
-               ("base", 1, "ardern_2022.jpg", False, True)]
+               ("cand", 2, "ardern_2022.jpg", False, False), (BASE, 0, "ardern_2018.jpg", True, True),
+               (BASE, 1, "ardern_2022.jpg", False, True)]
     lines = []
     for index, (system, seed, photo, crop, signed) in enumerate(outputs):
         image = run / "images" / f"tester_{index:04d}.png"

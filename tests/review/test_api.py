@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from governance import Actor
-from tests.review.conftest import PASSWORD, SAMPLER
+from tests.review.conftest import BASE, PASSWORD, SAMPLER
 
 PAGES = ["/", "/rate", "/vote", "/approve", "/approve/1"]
 
@@ -110,7 +110,7 @@ def test_a_vote_hides_the_systems_until_cast_and_stores_the_presented_order(serv
         answer = server.client.post("/api/v1/votes", json={"token": task["token"], "outcome": outcome}, headers=rita)
         assert answer.status_code == 201, answer.text
         shown = answer.json()
-        assert {shown["left_system"], shown["right_system"]} == {"cand", "base"}
+        assert {shown["left_system"], shown["right_system"]} == {"cand", BASE}
         assert shown["winner"] == shown[f"{outcome}_system"]
         left_line = int(task["pair"]["left"]["image_url"].rsplit("/", 1)[1])
         assert server.store.vote(shown["vote_id"]).line_left == left_line
@@ -378,6 +378,23 @@ def test_html_in_prompts_systems_reasons_and_account_names_is_rendered_inert(ser
         r'name="token" value="([^"]+)"', page.text).group(1), "decision": "reject", "reason": "<b>bold</b> copy"})
     assert reject.status_code == 200 and "<b>bold</b>" not in reject.text and "&lt;b&gt;bold&lt;/b&gt; copy" in reject.text
     assert "Content-Security-Policy" in reject.headers
+    system_page = server.client.get("/approve/4").text
+    assert BASE not in system_page and "base&lt;b&gt;v2&lt;/b&gt;" in system_page
+
+
+def test_bad_form_values_are_422_pages_naming_the_field_and_write_nothing(server):
+    assert page_login(server.client, "rita").status_code == 303
+    page = server.client.get("/rate")
+    token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
+    line = re.search(r'name="line" value="(\d+)"', page.text).group(1)
+    before = server.written()
+    for change, field in (({"likeness": "9"}, "likeness"), ({"line": "abc"}, "line"), ({"quality": ""}, "quality"),
+                          ({"line": "999"}, "line")):
+        form = {"csrf": csrf_of(page.text), "token": token, "line": line, "likeness": "4", "prompt_fidelity": "4",
+                "quality": "4"} | change
+        answer = server.client.post("/rate", data=form)
+        assert answer.status_code == 422 and field in answer.text and "<h1>422</h1>" in answer.text, change
+    assert server.written() == before
 
 
 def test_the_openapi_schema_is_served(server):
@@ -385,15 +402,18 @@ def test_the_openapi_schema_is_served(server):
     assert {"/api/v1/ratings", "/api/v1/votes", "/api/v1/decisions", "/api/v1/token"} <= set(schema["paths"])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.dictionaries(st.sampled_from(["token", "line", "likeness", "prompt_fidelity", "quality", "flags",
-                                             "skipped", "other_text", "zzz"]),
-                            st.one_of(st.none(), st.integers(-10, 10), st.text(max_size=20), st.booleans(),
-                                      st.lists(st.text(max_size=8), max_size=3))))
-def test_no_body_is_a_500_or_a_write(server, body):
-    headers = getattr(server, "_rita", None) or server.token("rita")
-    server._rita = headers
-    before = server.written()
-    answer = server.client.post("/api/v1/ratings", json=body, headers=headers)
-    assert answer.status_code == 422
-    assert server.written() == before
+def test_no_body_is_a_500_or_a_write(server):
+    headers = server.token("rita")
+
+    @settings(max_examples=40, deadline=None)
+    @given(body=st.dictionaries(st.sampled_from(["token", "line", "likeness", "prompt_fidelity", "quality", "flags",
+                                                 "skipped", "other_text", "zzz"]),
+                                st.one_of(st.none(), st.integers(-10, 10), st.text(max_size=20), st.booleans(),
+                                          st.lists(st.text(max_size=8), max_size=3))))
+    def check(body):
+        before = server.written()
+        answer = server.client.post("/api/v1/ratings", json=body, headers=headers)
+        assert answer.status_code == 422
+        assert server.written() == before
+
+    check()

@@ -195,8 +195,8 @@ def test_an_approver_approves_one_image_and_is_refused_on_a_copy_and_on_a_self_g
     store.close()
     workspace = signed_run.gov.config.registry.parent / "governance.toml"
     log = signed_run.gov.audit_log
-    before = len(log.entries())
-    with review_server("serve", str(signed_run.manifest), "--workspace", str(workspace),
+    before, checkpoints = len(log.entries()), log.verify().checkpoints
+    with review_server("serve", str(signed_run.run.scores_dir), "--workspace", str(workspace),
                        "--database", f"sqlite:///{database}") as server:
         browser = Browser(chromium, server.url)
         with browser.user("alan", PASSWORD) as page:
@@ -224,4 +224,5 @@ def test_an_approver_approves_one_image_and_is_refused_on_a_copy_and_on_a_self_g
     new = log.entries()[before:]
     assert [(e["action"], e["actor"], e["details"]["decision"]) for e in new] == [
         ("review.decision", "alan", "approve")]
-    assert signed_run.gov.verify_audit_log().ok
+    verification = signed_run.gov.verify_audit_log()
+    assert verification.ok and verification.checkpoints > checkpoints  # the server sealed its entries on shutdown

@@ -54,3 +54,28 @@ def test_serve_without_a_workspace_or_run_is_a_clear_error(workspace, tmp_path, 
     assert "needs one for its audit log" in capsys.readouterr().err
     assert main(["serve", "nowhere/manifest.jsonl", "--workspace", str(workspace)]) == 2
     assert "nowhere/manifest.jsonl: no such manifest" in capsys.readouterr().err
+
+
+def test_actions_verifies_the_log_and_lists_each_review_action(workspace, capsys):
+    from eval.review.recorder import Recorder
+    from eval.review.store import Decision
+
+    gov = GovernanceContext.load(workspace)
+    store = ReviewStore(f"sqlite:///{workspace.parent / 'review.sqlite'}")
+    store.add_account("alan", "approver", "unused")
+    recorder = Recorder(store, gov.audit_log)
+    recorder.record(Decision(run_id="out", line=2, image_sha256="sha256:" + "ab" * 32, system="s", subject="tester",
+                             approver="alan", decision="reject", reason="noise, not a face", time_spent_s=1.0),
+                    "approver")
+    recorder.seal()
+    store.close()
+    assert main(["actions", "--workspace", str(workspace)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("audit log intact: 1 entries")
+    assert "alan (approver) review.decision sha256:abab" in out[-1] and "reason=noise, not a face" in out[-1]
+
+
+def test_the_demo_refuses_a_workspace_that_is_not_a_demo_one(workspace, capsys):
+    assert main(["demo", "--workspace", str(workspace)]) == 2
+    assert "not a demo workspace" in capsys.readouterr().err
+    assert GovernanceContext.load(workspace).registry.records_for("obama") == []

@@ -41,7 +41,7 @@ def test_a_decision_cut_off_from_its_audit_entry_is_reconciled_at_start_up(signe
     store.add_account("alan", "approver", password_hash)
     store.close()
     workspace = signed_run.gov.config.registry.parent / "governance.toml"
-    args = ("serve", str(signed_run.manifest), "--workspace", str(workspace), "--database", f"sqlite:///{database}")
+    args = ("serve", str(signed_run.run.scores_dir), "--workspace", str(workspace), "--database", f"sqlite:///{database}")
     log = signed_run.gov.audit_log
     with review_server(*args) as server:
         token = httpx.post(f"{server.url}/api/v1/token", json={"name": "alan", "password": PASSWORD}).json()["token"]

@@ -86,11 +86,14 @@ def test_every_judgment_is_a_row_and_an_audit_entry(store, gov):
     assert len(ratings) == 2 and len(votes) == 1 and len(decisions) == 1
     assert str(ratings["likeness"].dtype) == "Int64" and ratings["likeness"].isna().tolist() == [False, True]
     assert ratings["skipped"].tolist() == [False, True] and ratings["flag_other"].dtype == bool
+    assert ratings["presented_position"].dtype == "int64" and ratings["time_spent_s"].dtype == float
     assert isinstance(ratings["created"].dtype, pd.DatetimeTZDtype) and str(ratings["created"].dt.tz) == "UTC"
     assert votes.loc[0, "winner"] == "sys-a" and votes.loc[0, "outcome"] == "right"
     assert decisions.loc[0, "audit_seq"] == entries[-1]["seq"]
     assert list(ratings["audit_seq"]) == [entries[0]["seq"], entries[1]["seq"]]
-    assert store.export_frames(run_id="other")["ratings"].empty
+    empty = store.export_frames(run_id="other")
+    assert all(frame.empty for frame in empty.values())
+    assert list(empty["decisions"].columns) == list(decisions.columns)
 
 
 def test_a_reviewer_never_rates_an_image_twice(store, gov):
