@@ -18,7 +18,7 @@ import pytest
 from eval.report.gates import DEFAULT_GATES_FILE, GateResult, GatesFileError
 from eval.report.review import prepare_review
 from eval.report.run import RunError
-from eval.review.export import ReviewExportError
+from eval.review.export import ReviewsError
 
 _RESULTS = pytest.StashKey[list[GateResult]]()
 
@@ -48,7 +48,7 @@ def gate_results(config: pytest.Config) -> list[GateResult]:
                                     baseline_system=option("--baseline-system"), gates_file=option("--gates"),
                                     calibration=option("--calibration"), governance=option("--governance"),
                                     reviews=option("--reviews"), progress=False)
-        except (RunError, GatesFileError, ReviewExportError) as exc:
+        except (RunError, GatesFileError, ReviewsError) as exc:
             raise pytest.UsageError(str(exc)) from exc
         config.stash[_RESULTS] = review.gates()
     return config.stash[_RESULTS]

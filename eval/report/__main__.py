@@ -10,7 +10,7 @@ from pathlib import Path
 from eval.report import build_report
 from eval.report.gates import DEFAULT_GATES_FILE, GatesFileError
 from eval.report.run import RunError
-from eval.review.export import ReviewExportError
+from eval.review.export import ReviewsError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                            baseline_system=args.baseline_system,
                            gates_file=args.gates, calibration=args.calibration, governance=args.governance,
                            reviews=args.reviews)
-    except (RunError, GatesFileError, ReviewExportError) as exc:
+    except (RunError, GatesFileError, ReviewsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(out)

@@ -1,14 +1,18 @@
-"""The human review of a run, as the report and the gates see it: loaded from a review export folder
-(`--reviews DIR`, written by `python -m eval.review export`), its statistics computed once (eval.review.stats)."""
+"""The human review of a run, as the report and the gates see it: read from the review app's store (beside
+the governance workspace) or from an export folder (`--reviews DIR`, written by `python -m eval.review
+export`), its statistics computed once (eval.review.stats)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from sqlalchemy.engine import make_url
 
 from eval.report.sections import Cell, MetricTable
-from eval.review.export import read_export
+from eval.review.__main__ import DATABASE_ENV
+from eval.review.export import ReviewsError, read_export
 from eval.review.stats import FLAGS, QUESTIONS, ReviewStatistics, pair_result, run_statistics
 
 QUESTION_LABELS = {"likeness": "Likeness", "prompt_fidelity": "Prompt fidelity", "quality": "Quality"}
@@ -32,12 +36,46 @@ class HumanReview:
         return self.source if self.statistics is None else f"no reviews of this run in the {self.source}"
 
 
-def load_human_review(reviews: str | Path | None, scores: pd.DataFrame, summary: dict) -> HumanReview:
-    """The reviews in the export folder `reviews` judged against the run's scores; a clear error
-    (eval.review.export.ReviewExportError) for a folder that is not an export."""
-    if reviews is None:
-        return HumanReview("no reviews of this run (give a review export folder with --reviews)")
-    return HumanReview(f"review export {reviews}", run_statistics(read_export(reviews), scores, summary))
+def review_store_url(governance: str | Path | None) -> str | None:
+    """The store the review app writes for this governance workspace: $IDAVATAR_REVIEW_DATABASE, else
+    review.sqlite beside the workspace's governance.toml (--governance, $GOVERNANCE_CONFIG, else
+    ./governance.toml); None when there is none."""
+    url = os.environ.get(DATABASE_ENV)
+    if url:
+        return url
+    workspace = Path(governance or os.environ.get("GOVERNANCE_CONFIG") or "governance.toml")
+    database = workspace.resolve().parent / "review.sqlite"
+    return f"sqlite:///{database}" if database.is_file() else None
+
+
+def _store_frames(url: str, run_id: str) -> dict[str, pd.DataFrame]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from eval.review.store import ReviewStore, StoreError
+
+    try:
+        store = ReviewStore(url)
+        try:
+            return store.export_frames(run_id=run_id)
+        finally:
+            store.close()
+    except (StoreError, SQLAlchemyError) as exc:
+        raise ReviewsError(f"{url}: cannot read the review store ({type(exc).__name__}: {exc})") from exc
+
+
+def load_human_review(reviews: str | Path | None, run_id: str, scores: pd.DataFrame, summary: dict,
+                      governance: str | Path | None = None) -> HumanReview:
+    """The reviews of run `run_id` judged against its scores: from the export folder `reviews` when
+    given, else from the review store of the governance workspace. ReviewsError when either is unreadable."""
+    if reviews is not None:
+        return HumanReview(f"review export {reviews}", run_statistics(read_export(reviews), scores, summary))
+    url = review_store_url(governance)
+    if url is None:
+        return HumanReview("no reviews of this run (no review store beside the governance workspace; "
+                           "--reviews DIR reads an export)")
+    frames = _store_frames(url, run_id)
+    return HumanReview(f"review store {make_url(url).render_as_string(hide_password=True)}, run {run_id}",
+                       run_statistics(frames, scores, summary))
 
 
 def _interval_cell(entry: dict | None, digits: int = 2, note: str = "") -> Cell:

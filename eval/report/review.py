@@ -26,11 +26,12 @@ def prepare_review(run: str | Path | None = None, *, system: str | None = None, 
                    demo_dir: str | Path | None = None, reviews: str | Path | None = None,
                    progress: bool = True) -> Review:
     """Load the gates file, the run (the demo when `run` is None), its human reviews (the export
-    folder `reviews`) and, if given, the baseline."""
+    folder `reviews`, else the review store of the governance workspace) and, if given, the baseline."""
     spec = load_gate_spec(gates_file)
     review_run = load_run(run, system=system, calibration=calibration, governance=governance,
                           demo_dir=demo_dir, progress=progress)
-    review_run = replace(review_run, human_review=load_human_review(reviews, review_run.scores, review_run.summary))
+    human = load_human_review(reviews, review_run.name, review_run.scores, review_run.summary, governance)
+    review_run = replace(review_run, human_review=human)
     comparison = None
     if baseline is not None:
         other = load_run(baseline, system=baseline_system, prefer=review_run.candidate, with_governance=False,

@@ -5,6 +5,8 @@ demo             the built-in demo run with a fresh demo workspace; prints the U
 actions          verify the audit log and list every review action in it
 user add NAME    --role reviewer|approver|admin; the password from stdin (--password-stdin) or generated
 user list / user disable NAME
+export RUN       --out DIR: the run's ratings, votes and decisions as parquet files + review_summary.json
+                 (the statistics of eval.review.stats), for `python -m eval.report RUN --reviews DIR`
 
 Every command takes --workspace (default $GOVERNANCE_CONFIG, else ./governance.toml): its audit log
 gets every rating, vote and decision. The review store is --database (a path, sqlite:/// or
@@ -129,6 +131,18 @@ def cmd_actions(args: argparse.Namespace) -> int:
     return 0 if verification.ok else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from eval.review.catalog import load_review_run
+    from eval.review.export import export_run
+
+    run = load_review_run(args.run)
+    frames = open_store(args, workspace_of(args)).export_frames(run_id=run.name)
+    out = export_run(frames, run.scores, run.summary, args.out)
+    print(f"eval.review export: run {run.name}: {len(frames['ratings'])} ratings, {len(frames['votes'])} votes, "
+          f"{len(frames['decisions'])} decisions -> {out}")
+    return 0
+
+
 def _pair(text: str) -> tuple[str, str]:
     a, sep, b = text.partition(":")
     if not sep or not a or not b:
@@ -162,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
     actions = commands.add_parser("actions", parents=[common], help="verify the audit log; list its review actions")
     actions.set_defaults(handler=cmd_actions)
+    export = commands.add_parser("export", parents=[common], help="write a run's reviews and their statistics")
+    export.add_argument("run", type=Path, help="run manifest (JSONL) or scores folder")
+    export.add_argument("--out", type=Path, required=True, help="folder for the parquet files and review_summary.json")
+    export.set_defaults(handler=cmd_export)
     user_parser = commands.add_parser("user", help="review accounts")
     user_parser.set_defaults(handler=cmd_user)
     user = user_parser.add_subparsers(dest="user_command", required=True)

@@ -26,20 +26,20 @@ DECISIONS = {"approve", "reject"}
 SUMMARY_FILE = "review_summary.json"
 
 
-class ReviewExportError(ValueError):
-    pass
+class ReviewsError(ValueError):
+    """The reviews cannot be read: an export folder that is not one, or a review store that fails."""
 
 
 def _check(name: str, frame: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [column for column in COLUMNS[name] if column not in frame.columns]
     if missing:
-        raise ReviewExportError(f"{source}: not a review export of {name}: missing column(s) {', '.join(missing)}")
+        raise ReviewsError(f"{source}: not a review export of {name}: missing column(s) {', '.join(missing)}")
     allowed = {"votes": ("outcome", OUTCOMES), "decisions": ("decision", DECISIONS)}.get(name)
     if allowed:
         column, values = allowed
         bad = frame.index[~frame[column].isin(values)]
         if len(bad):
-            raise ReviewExportError(f"{source}: row {int(bad[0])}: {column} {frame.at[bad[0], column]!r} "
+            raise ReviewsError(f"{source}: row {int(bad[0])}: {column} {frame.at[bad[0], column]!r} "
                                     f"is not one of {', '.join(sorted(values))}")
     return frame
 
@@ -52,16 +52,16 @@ def read_export(folder: str | Path) -> dict[str, pd.DataFrame]:
     """The three frames of an export folder, checked; a clear error naming the file otherwise."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ReviewExportError(f"{folder}: no such review export folder")
+        raise ReviewsError(f"{folder}: no such review export folder")
     frames = {}
     for name in COLUMNS:
         path = folder / f"{name}.parquet"
         if not path.is_file():
-            raise ReviewExportError(f"{path}: missing from the review export")
+            raise ReviewsError(f"{path}: missing from the review export")
         try:
             frame = pd.read_parquet(path)
         except (OSError, ValueError) as exc:
-            raise ReviewExportError(f"{path}: not a readable parquet file ({exc})") from exc
+            raise ReviewsError(f"{path}: not a readable parquet file ({exc})") from exc
         frames[name] = _check(name, frame, str(path))
     return frames
 
