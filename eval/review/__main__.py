@@ -21,10 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eval.review.store import ROLES, ReviewStore, StoreError
+from eval.review.store import DATABASE_ENV, ROLES, ReviewStore, StoreError, workspace_store
 from governance.database import StoreUnavailable
 
-DATABASE_ENV = "IDAVATAR_REVIEW_DATABASE"
 
 
 def workspace_of(args: argparse.Namespace) -> Path:
@@ -32,12 +31,7 @@ def workspace_of(args: argparse.Namespace) -> Path:
 
 
 def database_url(args: argparse.Namespace, workspace: Path) -> str | Path:
-    if args.database or os.environ.get(DATABASE_ENV):
-        return args.database or os.environ[DATABASE_ENV]
-    from governance import GovernanceContext
-
-    configured = GovernanceContext.load(workspace).config.review_store
-    return configured or workspace.resolve().parent / "review.sqlite"
+    return workspace_store(workspace, args.database)
 
 
 def open_store(args: argparse.Namespace, workspace: Path) -> ReviewStore:

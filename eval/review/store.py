@@ -13,6 +13,7 @@ at start-up (``eval.review.recorder``).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,24 @@ ROLES = ("reviewer", "approver", "admin")
 OUTCOMES = ("left", "right", "tie", "both_bad")
 DECISIONS = ("approve", "reject")
 FLAGS = ("copy", "not_same", "artefacts", "unsafe", "other")
+
+
+DATABASE_ENV = "IDAVATAR_REVIEW_DATABASE"
+
+
+def workspace_store(workspace: Path, database: str | Path | None = None) -> str | Path:
+    """Where a workspace's review store is: ``database``, else $IDAVATAR_REVIEW_DATABASE, else the
+    workspace's ``review_store``, else review.sqlite beside its governance.toml."""
+    chosen = database or os.environ.get(DATABASE_ENV)
+    if chosen:
+        return chosen
+    if workspace.is_file():
+        from governance import GovernanceContext
+
+        configured = GovernanceContext.load(workspace).config.review_store
+        if configured:
+            return configured
+    return workspace.resolve().parent / "review.sqlite"
 
 
 class StoreError(ValueError):
