@@ -15,7 +15,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
+from governance.audit_log import (
+    AuditLog, AuditVerification, describe_entry, generate_key_pair, load_private_key, load_public_key,
+)
 from governance.audit_sql import AuditStoreError, SqlAuditLog
 from governance.checkpoint import (
     COSIGNATURE_V1, ED25519, Checkpoint, VerifierKey, check_key_name, cosign, fingerprint,
@@ -250,10 +252,14 @@ def _verify_log(args) -> tuple[AuditLog, AuditVerification, str]:
 
 def cmd_audit_verify(args) -> int:
     """Needs the log and its public key; the workspace only for what was not given."""
-    _, result, trust = _verify_log(args)
+    log, result, trust = _verify_log(args)
     print(result)
     print(trust)
+    if args.list:
+        for entry in log.entries():
+            print(describe_entry(entry))
     return 0 if result.ok else 1
+
 
 
 def cmd_audit_vkey(args) -> int:
@@ -449,6 +455,7 @@ def _add_verification_commands(commands) -> None:
     sub = _command(audit, "verify", cmd_audit_verify,
                    "verify every entry and checkpoint; exit 1 naming the first bad entry")
     _add_log_verification_options(sub)
+    sub.add_argument("--list", action="store_true", help="then list every entry, one line each")
     sub.add_argument("--state", metavar="FILE",
                      help="remember the newest accepted checkpoint here; fail if a later log is not its extension")
     _command(audit, "checkpoint", cmd_audit_checkpoint, "sign a checkpoint of the log now")

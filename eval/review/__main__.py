@@ -107,6 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_actions(args: argparse.Namespace) -> int:
     from eval.report.governance_checks import load_context
+    from governance.audit_log import describe_entry
     from governance.review_log import REVIEW_ACTIONS
 
     workspace = workspace_of(args)
@@ -117,11 +118,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
     print(verification)
     for entry in context.audit_log.entries():
         if entry.get("action") in REVIEW_ACTIONS:
-            details = entry.get("details") or {}
-            values = ", ".join(f"{key}={value}" for key, value in details.items()
-                               if key not in ("review_id",) and value not in (None, [], ""))
-            print(f"{entry['seq']:>6} {entry['time']} {entry['actor']} ({entry.get('role')}) {entry['action']} "
-                  f"{entry.get('object')} {values}")
+            print(describe_entry(entry))
     return 0 if verification.ok else 1
 
 
