@@ -123,7 +123,8 @@ class FaceAnalyzer:
                     face.pose = self.mesh.pose(rgb, np.array(face.bbox), eye_line_angle(face.landmarks))
                 upright = face.pose.roll
             with self._timed("yunet"):
-                _, _, face.landmarks = self.detector.refine(rgb, (np.array(face.bbox), face.score, face.landmarks), upright)
+                box, _, face.landmarks = self.detector.refine(rgb, (np.array(face.bbox), face.score, face.landmarks), upright)
+            face.bbox = tuple(map(float, box))
             face.aligned = align_face(rgb, face.landmarks)
         result.faces = large
         return result, rgb

@@ -72,8 +72,9 @@ class YuNetDetector:
         return faces
 
     def refine(self, rgb: np.ndarray, face: Detection, angle: float | None = None) -> Detection:
-        """Flip-averaged landmarks from a crop turned upright by `angle` (degrees, as `eye_line_angle`);
-        without an angle, by the face's own eye line, in up to two rounds."""
+        """Flip-averaged box and landmarks from a crop turned upright by `angle` (degrees, as
+        `eye_line_angle`); without an angle, by the face's own eye line, in up to two rounds. The box
+        keeps the full-frame pass's size and is re-centred where the crop's box maps back."""
         box, score, landmarks = face
         for _ in range(1 if angle is not None else UPRIGHT_ROUNDS):
             turn = eye_line_angle(landmarks) if angle is None else angle
@@ -81,20 +82,29 @@ class YuNetDetector:
             crop, matrix = levelled_crop(rgb, landmarks.mean(axis=0), turn, side, REFINE_CROP)
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
             found = self._nearest_centre(self._detect_once(crop))
-            mirrored = self._nearest_centre(self._detect_once(np.ascontiguousarray(crop[:, ::-1])))
             if found is None:
                 break
-            readings = [found] + ([unmirror(mirrored, REFINE_CROP)] if mirrored is not None else [])
-            landmarks = to_image(np.mean(readings, axis=0), matrix)
+            readings = [found]
+            mirrored = self._nearest_centre(self._detect_once(np.ascontiguousarray(crop[:, ::-1])))
+            if mirrored is not None:
+                mirrored_box, _, mirrored_marks = mirrored
+                edge = REFINE_CROP - 1
+                readings.append((np.array([edge - mirrored_box[2], mirrored_box[1], edge - mirrored_box[0], mirrored_box[3]]),
+                                 score, unmirror(mirrored_marks, REFINE_CROP)))
+            crop_box = np.mean([reading[0] for reading in readings], axis=0)
+            landmarks = to_image(np.mean([reading[2] for reading in readings], axis=0), matrix)
+            centre = to_image(crop_box.reshape(2, 2).mean(axis=0, keepdims=True), matrix)[0]
+            half = (box[2:] - box[:2]) / 2
+            box = np.concatenate([centre - half, centre + half])
             if angle is None and abs(eye_line_angle(landmarks)) < UPRIGHT_TOLERANCE_DEG:
                 break
         return box, score, landmarks
 
     @staticmethod
-    def _nearest_centre(found: list[Detection]) -> np.ndarray | None:
+    def _nearest_centre(found: list[Detection]) -> Detection | None:
         centre = (REFINE_CROP - 1) / 2
         distances = [np.linalg.norm(marks.mean(axis=0) - centre) for _, _, marks in found]
-        return found[int(np.argmin(distances))][2] if found else None
+        return found[int(np.argmin(distances))] if found else None
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in the image's pixels, largest first, landmarks refined upright and flip-averaged.
