@@ -117,13 +117,14 @@ class FaceAnalyzer:
         elif not large:
             result.error = f"face too small ({faces[0].size:.0f} px < {self.min_face_size} px)"
         for face in large:
-            upright = None
+            box = np.array(face.bbox)
             if self.mesh is not None:
                 with self._timed("face_mesh"):
-                    face.pose = self.mesh.pose(rgb, np.array(face.bbox), eye_line_angle(face.landmarks))
-                upright = face.pose.roll
-            with self._timed("yunet"):
-                box, _, face.landmarks = self.detector.refine(rgb, (np.array(face.bbox), face.score, face.landmarks), upright)
+                    fit = self.mesh.fit(rgb, box, eye_line_angle(face.landmarks))
+                face.pose, box, face.landmarks = fit.pose, fit.box, fit.landmarks
+            else:
+                with self._timed("yunet"):
+                    box, _, face.landmarks = self.detector.refine(rgb, (box, face.score, face.landmarks))
             face.bbox = tuple(map(float, box))
             face.aligned = align_face(rgb, face.landmarks)
         result.faces = large

@@ -1,11 +1,12 @@
 """Face detection with five landmarks: YuNet (OpenCV Zoo, 2023mar int8) through cv2.FaceDetectorYN.
 
-One pass over the whole frame finds the faces. Each face's landmarks are then refined on a crop
-around it at full face resolution:
+One pass over the whole frame finds the faces (`detect_frame`). With head pose, the analyzer then
+takes each face's landmarks from the face mesh (`eval.faces.mesh`); without it (and for callers
+of `detect`), YuNet refines them on a crop around the face at full face resolution:
 
 Upright refinement: YuNet's landmarks lean towards upright on a tilted head (a 30 degree tilt reads
-as about 20), so the crop is turned to stand the face upright (by the face mesh's roll when the
-analyzer has it, else by YuNet's own eye line in two rounds) and the new landmarks are mapped back.
+as about 20), so the crop is turned to stand the face upright by its eye line, in two rounds, and
+the new landmarks are mapped back.
 
 Flip averaging: each crop is also detected mirrored, and the landmarks are the mean of the two
 readings. This halves landmark noise and makes alignment mirror-symmetric, at the cost of a second
@@ -43,6 +44,12 @@ def unmirror(landmarks: np.ndarray, width: int) -> np.ndarray:
     return landmarks
 
 
+def moved_box(box: np.ndarray, landmarks: np.ndarray, refined: np.ndarray) -> np.ndarray:
+    """The box shifted with its landmarks' mean, its size kept: refined landmarks re-centre the box
+    too (the expression crop is cut from it, and a borderline expression follows small shifts)."""
+    return box + np.tile(refined.mean(axis=0) - landmarks.mean(axis=0), 2)
+
+
 class YuNetDetector:
     model_id = "yunet"
 
@@ -73,8 +80,7 @@ class YuNetDetector:
 
     def refine(self, rgb: np.ndarray, face: Detection, angle: float | None = None) -> Detection:
         """Flip-averaged box and landmarks from a crop turned upright by `angle` (degrees, as
-        `eye_line_angle`); without an angle, by the face's own eye line, in up to two rounds. The box
-        keeps the full-frame pass's size and is re-centred where the crop's box maps back."""
+        `eye_line_angle`); without an angle, by the face's own eye line, in up to two rounds."""
         box, score, landmarks = face
         for _ in range(1 if angle is not None else UPRIGHT_ROUNDS):
             turn = eye_line_angle(landmarks) if angle is None else angle
@@ -82,29 +88,21 @@ class YuNetDetector:
             crop, matrix = levelled_crop(rgb, landmarks.mean(axis=0), turn, side, REFINE_CROP)
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
             found = self._nearest_centre(self._detect_once(crop))
+            mirrored = self._nearest_centre(self._detect_once(np.ascontiguousarray(crop[:, ::-1])))
             if found is None:
                 break
-            readings = [found]
-            mirrored = self._nearest_centre(self._detect_once(np.ascontiguousarray(crop[:, ::-1])))
-            if mirrored is not None:
-                mirrored_box, _, mirrored_marks = mirrored
-                edge = REFINE_CROP - 1
-                readings.append((np.array([edge - mirrored_box[2], mirrored_box[1], edge - mirrored_box[0], mirrored_box[3]]),
-                                 score, unmirror(mirrored_marks, REFINE_CROP)))
-            crop_box = np.mean([reading[0] for reading in readings], axis=0)
-            landmarks = to_image(np.mean([reading[2] for reading in readings], axis=0), matrix)
-            centre = to_image(crop_box.reshape(2, 2).mean(axis=0, keepdims=True), matrix)[0]
-            half = (box[2:] - box[:2]) / 2
-            box = np.concatenate([centre - half, centre + half])
+            readings = [found] + ([unmirror(mirrored, REFINE_CROP)] if mirrored is not None else [])
+            refined = to_image(np.mean(readings, axis=0), matrix)
+            box, landmarks = moved_box(box, landmarks, refined), refined
             if angle is None and abs(eye_line_angle(landmarks)) < UPRIGHT_TOLERANCE_DEG:
                 break
         return box, score, landmarks
 
     @staticmethod
-    def _nearest_centre(found: list[Detection]) -> Detection | None:
+    def _nearest_centre(found: list[Detection]) -> np.ndarray | None:
         centre = (REFINE_CROP - 1) / 2
         distances = [np.linalg.norm(marks.mean(axis=0) - centre) for _, _, marks in found]
-        return found[int(np.argmin(distances))] if found else None
+        return found[int(np.argmin(distances))][2] if found else None
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in the image's pixels, largest first, landmarks refined upright and flip-averaged.
