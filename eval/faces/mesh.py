@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.faces.crops import levelled_crop, to_image
+from eval.faces.crops import antialiased, levelled_crop, to_image
 from eval.faces.detector import unmirror
 from eval.faces.pose import estimate_pose, mirror_average
 from eval.faces.types import Pose
@@ -95,9 +95,11 @@ class FaceMesh:
             placement = self._read(rgb, placement).next
         turn = np.radians(placement.angle)
         across, down = np.array([np.cos(turn), np.sin(turn)]), np.array([-np.sin(turn), np.cos(turn)])
+        reach = max(scale for scale, _, _ in JITTER) + 2 * max(abs(dx) + abs(dy) for _, dx, dy in JITTER)
+        source = antialiased(rgb, placement.centre, placement.side * reach, round(INPUT_SIZE * reach))
         readings = [
             self._read(rgb, Placement(placement.centre + placement.side * (dx * across + dy * down),
-                                      placement.angle, placement.side * scale))
+                                      placement.angle, placement.side * scale), source)
             for scale, dx, dy in JITTER
         ]
         pose = Pose(*np.mean([[r.pose.yaw, r.pose.pitch, r.pose.roll] for r in readings], axis=0).tolist())
@@ -105,9 +107,9 @@ class FaceMesh:
         square = np.concatenate([placement.centre - half, placement.centre + half])
         return MeshFit(pose, np.mean([r.landmarks for r in readings], axis=0), square)
 
-    def _read(self, rgb: np.ndarray, placement: Placement) -> Reading:
+    def _read(self, rgb: np.ndarray, placement: Placement, source=None) -> Reading:
         """The mirror-averaged pose and landmarks in one crop, and the crop the mesh places next."""
-        crop, matrix = levelled_crop(rgb, placement.centre, placement.angle, placement.side, INPUT_SIZE)
+        crop, matrix = levelled_crop(rgb, placement.centre, placement.angle, placement.side, INPUT_SIZE, source)
         points, flipped = self.points(crop), self.points(np.ascontiguousarray(crop[:, ::-1]))
         pose = mirror_average(estimate_pose(points), estimate_pose(flipped), placement.angle)
         landmarks = to_image((five_points(points) + unmirror(five_points(flipped), INPUT_SIZE)) / 2, matrix)

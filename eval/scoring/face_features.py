@@ -10,12 +10,12 @@ channels, squared differences averaged over channels and positions, and the laye
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 
-from eval.models import verified_model_path
+from eval.models import file_sha256, verified_model_path
+from eval.scoring.face_diversity import PairwiseScorer
 
 # (expansion, kernel, stride, input channels, output channels, repeats): EfficientNet-B0's stages,
 # which Lite0 keeps, without squeeze-excitation and with ReLU6.
@@ -89,13 +89,14 @@ def build_network():
     return Lite0()
 
 
-class FaceFeatures:
+class FaceFeatures(PairwiseScorer):
     """Loads the real weights (strictly: every tensor must match) once; CPU, inference only."""
 
     def __init__(self, model_file=None):
         import torch
 
         path = verified_model_path("efficientnet_lite0", model_file)
+        self.namespace = f"{FEATURES_VERSION}/{file_sha256(path)[:16]}"
         self.network = build_network().eval()
         self.network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
 
@@ -122,11 +123,8 @@ class FaceFeatures:
             stages = self.network.stages(self._tensor(crops))
             return [(stage / (stage.norm(dim=1, keepdim=True) + 1e-10)).numpy() for stage in stages]
 
-    def mean_pairwise(self, crops: list[np.ndarray]) -> float | None:
-        """Mean feature distance over all pairs of `crops` (uint8 HxWx3); None for fewer than two."""
-        if len(crops) < 2:
-            return None
-        stages = self.features(crops)
-        distances = [np.mean([((stage[i] - stage[j]) ** 2).sum(axis=0).mean() for stage in stages])
-                     for i, j in itertools.combinations(range(len(crops)), 2)]
-        return float(np.mean(distances))
+    def _distances(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """The feature distance of each pair of uint8 RGB crops."""
+        firsts, seconds = self.features([a for a, _ in pairs]), self.features([b for _, b in pairs])
+        per_stage = [((a - b) ** 2).sum(axis=1).mean(axis=(1, 2)) for a, b in zip(firsts, seconds)]
+        return np.mean(per_stage, axis=0)
