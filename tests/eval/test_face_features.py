@@ -31,3 +31,10 @@ def test_copies_are_less_diverse_than_new_photos_of_the_person(faces_dir, tmp_pa
     assert max(copy_pairs) < min(real_pairs), (copy_pairs, real_pairs)
     assert features.mean_pairwise(real[:1], cache) is None
     assert features.mean_pairwise(real, cache) == np.mean(real_pairs)  # cached pairs, same mean
+
+
+def test_the_demo_summary_reports_it_with_copies_lowest(demo_scores):
+    systems = demo_scores.summary["systems"]
+    copy, ideal, impostor = (systems[name]["metrics"]["face_div_features"] for name in ("copy-paste", "ideal", "impostor"))
+    assert copy["ci_high"] < impostor["ci_low"] and copy["ci_high"] < ideal["mean"]
+    assert all("face_div_features" not in system["unavailable"] for system in systems.values())
