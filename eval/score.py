@@ -21,12 +21,13 @@ from eval.calibrate import finite_threshold, load_thresholds
 from eval.faces import RECOGNIZERS, FaceAnalyzer, default_threshold
 from eval.files import write_atomic
 from eval.manifest import Manifest, ManifestError, read_manifest
-from eval.models import REGISTER
+from eval.models import REGISTER, ModelNotFound
 from eval.outputs import OutputSetError, locked_out_dir, new_run_id, publish_scores_set
 from eval.scoring import MetricUnavailable
 from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, default_recognizers
 from eval.scoring.clip_score import ClipScorer, add_clip_columns
-from eval.scoring.face_diversity import SET_COLUMNS, FaceLpips, face_div_sets
+from eval.scoring.face_diversity import FaceLpips, face_div_sets
+from eval.scoring.face_features import FaceFeatures
 from eval.scoring.identity import COPY_MAX_PITCH, COPY_MAX_YAW, COPY_SIMILARITY
 from eval.scoring.rows import FACE_STATUSES, manifest_rows, score_identity, typed_table
 from eval.scoring.summary import metric_keys, recognizer_agreement, summarize_systems_cached
@@ -147,12 +148,18 @@ def _score(manifest: Manifest, out_dir: Path, analyzer: FaceAnalyzer, result_cac
     except MetricUnavailable as error:
         unavailable["clip_t"] = unavailable["clip_i"] = str(error)
     scores = typed_table(rows, recognizers)
+    scorers = {}
     try:
-        sets = face_div_sets(scores, images, FaceLpips(), result_cache, progress)
+        scorers["face_div_lpips"] = FaceLpips()
         model_ids.append("lpips_alex")
     except MetricUnavailable as error:
         unavailable["face_div_lpips"] = str(error)
-        sets = pd.DataFrame(columns=SET_COLUMNS)
+    try:
+        scorers["face_div_features"] = FaceFeatures()
+        model_ids.append("efficientnet_lite0")
+    except ModelNotFound as error:
+        unavailable["face_div_features"] = str(error)
+    sets = face_div_sets(scores, images, scorers, result_cache, progress)
     _write_crops(scores, images, out_dir)
 
     summary = {

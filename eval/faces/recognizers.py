@@ -42,16 +42,48 @@ def onnx_session(onnx_model):
     return ort.InferenceSession(onnx_model, options, providers=providers)
 
 
+CONSTANT_FOLDED_OPS = {"DequantizeLinear", "Reshape"}
+
+
+def fold_constant_weights(model) -> None:
+    """Replace every dequantize (and reshape) of constant weights by its fp32 result, in place.
+
+    Computed once at load with ONNX's reference evaluator, so inference runs plain fp32 convolutions
+    instead of dequantizing the block-quantized weights on every call; the values are the ones the
+    int8 graph computes."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    folded, kept = {}, []
+    for node in graph.node:
+        if node.op_type in CONSTANT_FOLDED_OPS and all(name in constants for name in node.input if name):
+            results = ReferenceEvaluator(node).run(None, {name: constants[name] for name in node.input if name})
+            for name, value in zip(node.output, results):
+                constants[name] = folded[name] = value
+        else:
+            kept.append(node)
+    read = {name for node in kept for name in node.input}
+    tensors = [t for t in graph.initializer if t.name in read and t.name not in folded]
+    tensors += [numpy_helper.from_array(value, name) for name, value in folded.items() if name in read]
+    del graph.node[:], graph.initializer[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(tensors)
+
+
 def sface_graph(path) -> bytes:
-    """The SFace int8 graph made loadable and batchable.
+    """The SFace int8 graph made loadable, batchable and fp32.
 
     The shipped file lists stale graph inputs (initializers, and weights that the graph now computes
     by DequantizeLinear) and a fixed batch of 1; onnxruntime refuses the first and cannot batch the
-    second. We keep only inputs that a node reads and mark the batch dimension dynamic.
+    second. We keep only inputs that a node reads, mark the batch dimension dynamic, and fold the
+    dequantized weights to fp32 once (faster, and the same values).
     """
     import onnx
 
     model = onnx.load(str(path))
+    fold_constant_weights(model)
     graph = model.graph
     read = {name for node in graph.node for name in node.input}
     initializers = {tensor.name for tensor in graph.initializer}
