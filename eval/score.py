@@ -1,4 +1,4 @@
-"""Score a run: `python -m eval.score MANIFEST [--out DIR]`.
+"""Score a run: `python -m eval.score MANIFEST [--out DIR] [--engine local|ray]`.
 
 Writes scores.parquet / scores.csv (one row per parsed manifest line), summary.json (aggregates with
 bootstrap intervals) and crops/ (the aligned face crops) to DIR, default <manifest folder>/scores.
@@ -19,6 +19,7 @@ from PIL import Image
 
 from eval.cache import ResultCache, open_cache, sha256_bytes
 from eval.calibrate import load_thresholds
+from eval.engines import ENGINES, TRANSPORTS, Engine, make_engine
 from eval.faces import FaceAnalyzer, default_threshold
 from eval.files import write_atomic, write_text_atomic
 from eval.manifest import Manifest, ManifestError, read_manifest
@@ -88,7 +89,15 @@ def _trained_with(manifest: Manifest) -> dict[str, list[str]]:
 def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None, *,
                    analyzer: FaceAnalyzer | None = None, thresholds: str | Path | dict | None = None,
                    cache: str | Path | ResultCache | bool | None = None, clip_model: str | None = None,
-                   progress: bool = True) -> ScoreResult:
+                   progress: bool = True, engine: Engine | str = "local") -> ScoreResult:
+    """`engine`: "local", "ray" (a private local cluster) or an engine from `eval.engines.make_engine`."""
+    if isinstance(engine, str):
+        own_engine = make_engine(engine)
+        try:
+            return score_manifest(manifest_path, out_dir, analyzer=analyzer, thresholds=thresholds, cache=cache,
+                                  clip_model=clip_model, progress=progress, engine=own_engine)
+        finally:
+            own_engine.close()
     manifest = read_manifest(manifest_path)
     out_dir = Path(out_dir) if out_dir is not None else manifest.root / "scores"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +105,7 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
         print(f"{manifest.path}: {error} (skipped)", file=sys.stderr)
     analyzer = analyzer or FaceAnalyzer(recognizers=default_recognizers())
     result_cache = open_cache(cache)
-    faces = CachedFaceAnalysis(analyzer, result_cache)
+    faces = CachedFaceAnalysis(analyzer, result_cache, engine)
     recognizers = faces.recognizers
 
     rows, image_paths, reference_paths = manifest_rows(manifest)
@@ -157,14 +166,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", help="CLIP model directory or HF id (local files only)")
     parser.add_argument("--recognizers", help="comma-separated, e.g. sface,dlib,arcface")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    scaling = parser.add_argument_group("engine", "where cache misses are analysed (docs/eval.md, Scaling out)")
+    scaling.add_argument("--engine", choices=ENGINES, default="local", help="default: local (this process)")
+    scaling.add_argument("--ray-address", help="auto or ray://HOST:PORT (default: start a private local cluster)")
+    scaling.add_argument("--workers", type=int, help="Ray actors, one FaceAnalyzer each (default 1)")
+    scaling.add_argument("--gpus-per-worker", type=float, help="GPU fraction per actor, e.g. 0.25 (default 0)")
+    scaling.add_argument("--batch-size", type=int, help="images per Ray batch (default 8)")
+    scaling.add_argument("--transport", choices=TRANSPORTS, help="images travel by path or by bytes "
+                         "(default auto: by path when every node is this machine)")
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
         parser.error(f"{args.manifest}: no such manifest file")
+    ray_options = {key: value for key, value in [
+        ("address", args.ray_address), ("workers", args.workers), ("gpus_per_worker", args.gpus_per_worker),
+        ("batch_size", args.batch_size), ("transport", args.transport)] if value is not None}
+    if args.engine == "local" and ray_options:
+        parser.error("--ray-address, --workers, --gpus-per-worker, --batch-size and --transport need --engine ray")
+    try:
+        engine = make_engine(args.engine, **ray_options)
+    except ValueError as error:
+        parser.error(str(error))
     recognizers = args.recognizers.split(",") if args.recognizers else default_recognizers()
-    result = score_manifest(
-        args.manifest, args.out, analyzer=FaceAnalyzer(recognizers=recognizers), thresholds=args.thresholds,
-        cache=False if args.no_cache else args.cache, clip_model=args.clip, progress=not args.quiet,
-    )
+    try:
+        result = score_manifest(
+            args.manifest, args.out, analyzer=FaceAnalyzer(recognizers=recognizers), thresholds=args.thresholds,
+            cache=False if args.no_cache else args.cache, clip_model=args.clip, progress=not args.quiet,
+            engine=engine,
+        )
+    finally:
+        engine.close()
     for system, summary in result.summary["systems"].items():
         shown = ", ".join(f"{key} {value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
                           for key, value in summary["metrics"].items() if value is not None)

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from eval.cache import ResultCache
-from eval.faces import Face, FaceAnalyzer, ImageAnalysis, load_image
+from eval.engines import Engine
+from eval.engines.local import LocalEngine
+from eval.faces import Face, FaceAnalyzer, load_image
 from eval.files import sha256_file
 from eval.models import ModelNotFound, file_sha256, model_path
 
@@ -63,28 +65,16 @@ def fingerprint(model_ids: list[str]) -> str:
     return "+".join(f"{model}:{file_sha256(model_path(model))[:16]}" for model in model_ids)
 
 
-def _face_record(result: ImageAnalysis) -> dict:
-    record: dict = {"error": result.error, "readable": result.width > 0, "n_faces": len(result.faces)}
-    face = result.main_face
-    if face is not None:
-        record.update(bbox=np.asarray(face.bbox, dtype=np.float64), landmarks=np.asarray(face.landmarks),
-                      score=float(face.score), aligned=np.asarray(face.aligned, dtype=np.uint8))
-        if face.pose is not None:
-            record.update(yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll)
-        if face.expression is not None:
-            record["expression"] = face.expression.label
-    return record
-
-
 def _distinct(records: list[ImageRecord]) -> list[ImageRecord]:
     """One record per content hash (copies of an image are analysed once)."""
     return list({record.sha256: record for record in records}.values())
 
 
 class CachedFaceAnalysis:
-    def __init__(self, analyzer: FaceAnalyzer, cache: ResultCache):
+    def __init__(self, analyzer: FaceAnalyzer, cache: ResultCache, engine: Engine | None = None):
         self.analyzer = analyzer
         self.cache = cache
+        self.engine = engine or LocalEngine()
         non_recognizer = [m for m in analyzer.model_ids
                           if not any(m in r.model_ids for r in analyzer.recognizers.values())]
         self.faces_namespace = f"{FACES_VERSION}/{fingerprint(non_recognizer)}/min{analyzer.min_face_size}"
@@ -127,18 +117,17 @@ class CachedFaceAnalysis:
 
     def _analyze_new(self, new: list[ImageRecord], faces: dict[str, dict], embeddings: dict[str, dict[str, dict]],
                      progress: bool) -> None:
-        """Run the analyzer on images the cache has never seen; store and add their records."""
+        """Send the images the cache has never seen to the engine; commit each chunk as it comes back."""
         if not new:
             return
-        results = self.analyzer.analyze([r.path for r in new], progress=progress)
-        new_faces = {record.sha256: _face_record(result) for record, result in zip(new, results)}
-        self.cache.put_many(self.faces_namespace, new_faces)
-        faces.update(new_faces)
-        for name, namespace in self.embed_namespaces.items():
-            found = {record.sha256: {"vector": np.asarray(result.main_face.embeddings[name], dtype=np.float32)}
-                     for record, result in zip(new, results) if result.main_face is not None}
-            self.cache.put_many(namespace, found)
-            embeddings[name].update(found)
+        for chunk in self.engine.analyse(self.analyzer, [r.path for r in new], [r.sha256 for r in new], progress):
+            new_faces = {record.sha256: record.faces for record in chunk}
+            self.cache.put_many(self.faces_namespace, new_faces)
+            faces.update(new_faces)
+            for name, namespace in self.embed_namespaces.items():
+                found = {record.sha256: record.embeddings[name] for record in chunk if name in record.embeddings}
+                self.cache.put_many(namespace, found)
+                embeddings[name].update(found)
 
     def _embed_cached_faces(self, name: str, records: list[ImageRecord], faces: dict[str, dict]) -> dict[str, dict]:
         recognizer = self.analyzer.recognizers[name]
