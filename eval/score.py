@@ -19,13 +19,13 @@ from PIL import Image
 
 from eval.cache import ResultCache, open_cache, sha256_bytes
 from eval.calibrate import load_thresholds
-from eval.engines import ENGINES, TRANSPORTS, Engine, make_engine
+from eval.engines import ENGINES, TRANSPORTS, make_engine
 from eval.faces import FaceAnalyzer, default_threshold
 from eval.files import write_atomic, write_text_atomic
 from eval.manifest import Manifest, ManifestError, read_manifest
 from eval.models import REGISTER
 from eval.scoring import MetricUnavailable
-from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, default_recognizers
+from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, LocalFaceEngine, default_recognizers
 from eval.scoring.clip_score import ClipScorer, add_clip_columns
 from eval.scoring.face_diversity import SET_COLUMNS, FaceLpips, face_div_sets
 from eval.scoring.identity import COPY_MAX_PITCH, COPY_MAX_YAW, COPY_SIMILARITY
@@ -89,10 +89,14 @@ def _trained_with(manifest: Manifest) -> dict[str, list[str]]:
 def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None, *,
                    analyzer: FaceAnalyzer | None = None, thresholds: str | Path | dict | None = None,
                    cache: str | Path | ResultCache | bool | None = None, clip_model: str | None = None,
-                   progress: bool = True, engine: Engine | str = "local") -> ScoreResult:
-    """`engine`: "local", "ray" (a private local cluster) or an engine from `eval.engines.make_engine`."""
+                   progress: bool = True, engine: str | LocalFaceEngine = "local",
+                   engine_options: dict | None = None) -> ScoreResult:
+    """`engine`: where cache misses are analysed: "local" (this process) or "ray", with `engine_options`
+    as `eval.engines.ray.RayEngine` takes them (address, workers, gpus_per_worker, batch_size, transport);
+    or an engine already made by `eval.engines.make_engine` (left open)."""
     if isinstance(engine, str):
-        own_engine = make_engine(engine)
+        analyzer = analyzer or FaceAnalyzer(recognizers=default_recognizers())
+        own_engine = make_engine(engine, analyzer, **(engine_options or {}))
         try:
             return score_manifest(manifest_path, out_dir, analyzer=analyzer, thresholds=thresholds, cache=cache,
                                   clip_model=clip_model, progress=progress, engine=own_engine)
@@ -103,7 +107,7 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     for error in manifest.errors:
         print(f"{manifest.path}: {error} (skipped)", file=sys.stderr)
-    analyzer = analyzer or FaceAnalyzer(recognizers=default_recognizers())
+    analyzer = analyzer or engine.analyzer
     result_cache = open_cache(cache)
     faces = CachedFaceAnalysis(analyzer, result_cache, engine)
     recognizers = faces.recognizers
@@ -156,6 +160,17 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
     return ScoreResult(scores=scores, summary=summary, out_dir=out_dir, manifest_errors=manifest.errors)
 
 
+def _at_least(low: float, kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: must be at least {low}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.score", description=__doc__.splitlines()[0])
     parser.add_argument("manifest", type=Path)
@@ -169,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     scaling = parser.add_argument_group("engine", "where cache misses are analysed (docs/eval.md, Scaling out)")
     scaling.add_argument("--engine", choices=ENGINES, default="local", help="default: local (this process)")
     scaling.add_argument("--ray-address", help="auto or ray://HOST:PORT (default: start a private local cluster)")
-    scaling.add_argument("--workers", type=int, help="Ray actors, one FaceAnalyzer each (default 1)")
-    scaling.add_argument("--gpus-per-worker", type=float, help="GPU fraction per actor, e.g. 0.25 (default 0)")
-    scaling.add_argument("--batch-size", type=int, help="images per Ray batch (default 8)")
+    scaling.add_argument("--workers", type=_at_least(1, int), help="Ray actors, one FaceAnalyzer each (default 1)")
+    scaling.add_argument("--gpus-per-worker", type=_at_least(0, float),
+                         help="GPU fraction per actor, e.g. 0.25 (default 0)")
+    scaling.add_argument("--batch-size", type=_at_least(1, int), help="images per Ray batch (default 8)")
     scaling.add_argument("--transport", choices=TRANSPORTS, help="images travel by path or by bytes "
                          "(default auto: by path when every node is this machine)")
     args = parser.parse_args(argv)
@@ -182,19 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         ("batch_size", args.batch_size), ("transport", args.transport)] if value is not None}
     if args.engine == "local" and ray_options:
         parser.error("--ray-address, --workers, --gpus-per-worker, --batch-size and --transport need --engine ray")
-    try:
-        engine = make_engine(args.engine, **ray_options)
-    except ValueError as error:
-        parser.error(str(error))
     recognizers = args.recognizers.split(",") if args.recognizers else default_recognizers()
-    try:
-        result = score_manifest(
-            args.manifest, args.out, analyzer=FaceAnalyzer(recognizers=recognizers), thresholds=args.thresholds,
-            cache=False if args.no_cache else args.cache, clip_model=args.clip, progress=not args.quiet,
-            engine=engine,
-        )
-    finally:
-        engine.close()
+    result = score_manifest(
+        args.manifest, args.out, analyzer=FaceAnalyzer(recognizers=recognizers), thresholds=args.thresholds,
+        cache=False if args.no_cache else args.cache, clip_model=args.clip, progress=not args.quiet,
+        engine=args.engine, engine_options=ray_options,
+    )
     for system, summary in result.summary["systems"].items():
         shown = ", ".join(f"{key} {value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
                           for key, value in summary["metrics"].items() if value is not None)

@@ -30,12 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
 from governance.compliance import ComplianceReport, audit_dir
 from governance.consent import ConsentRecord, Purpose
+from governance.database import StoreLocation, is_url
 from governance.keys import MASTER_KEY_ENV, LocalMasterKey
 from governance.pki import init_test_pki
 from governance.provenance import ImageSigner, ProvenanceResult, ProvenanceVerifier, SigningIdentity, file_digest
 from governance.registry import ConsentDecision, ConsentRefused, ConsentRegistry
 from governance.roles import Actor, Permission
 from governance.vault import PhotoVault
+from governance.vault_keys import SqlKeyStore
 
 CONFIG_ENV = "GOVERNANCE_CONFIG"
 CONFIG_NAME = "governance.toml"
@@ -44,7 +46,7 @@ CONFIG_NAME = "governance.toml"
 class GovernanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    registry: Path
+    registry: StoreLocation
     vault: Path
     master_key: Path | None = None
     audit_log: Path
@@ -135,7 +137,9 @@ class GovernanceContext:
 
     @cached_property
     def vault(self) -> PhotoVault:
-        return PhotoVault(self.config.vault, self.master_key(), self.registry, self.audit_log)
+        # With the registry on a server, the data keys go there too: one key per subject for every host.
+        keys = SqlKeyStore(self.config.registry) if is_url(self.config.registry) else None
+        return PhotoVault(self.config.vault, self.master_key(), self.registry, self.audit_log, keys)
 
     @cached_property
     def signer(self) -> ImageSigner:

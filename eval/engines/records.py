@@ -1,18 +1,17 @@
-"""What an engine hands back per analysed image, and how it travels between processes.
+"""What travels between the driver and a Ray worker: how to build the analyzer, and the records.
 
-A worker turns each face-core result into the two kinds of cache record (the main face, one embedding
-per recognizer) and ships them as the cache's own byte encoding (JSON header + raw array bytes, never
+Records travel as the result cache's own byte encoding (JSON header + raw array bytes, never
 pickled), so the driver stores exactly the floats the worker computed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from eval.cache import decode, encode
-from eval.faces import FaceAnalyzer, ImageAnalysis
+from eval.faces import FaceAnalyzer
 
 
 @dataclass(frozen=True)
@@ -34,43 +33,22 @@ class AnalyzerSpec:
                             with_expression=self.with_expression)
 
 
-@dataclass
-class ImageRecords:
-    """The cache records of one image: its main face (`faces`) and its embeddings by recognizer."""
-
-    sha256: str
-    faces: dict
-    embeddings: dict[str, dict] = field(default_factory=dict)
-
-    def to_columns(self, recognizers: list[str]) -> dict[str, bytes | None]:
-        return {"sha256": self.sha256, "faces": encode(self.faces),
-                **{f"embed_{name}": encode(self.embeddings[name]) if name in self.embeddings else None
-                   for name in recognizers}}
-
-    @classmethod
-    def from_columns(cls, row: dict, recognizers: list[str]) -> ImageRecords:
-        return cls(row["sha256"], decode(row["faces"]),
-                   {name: decode(row[f"embed_{name}"]) for name in recognizers if row[f"embed_{name}"] is not None})
+def records_table(index: pa.Array, results: list[tuple[dict, dict[str, np.ndarray]]],
+                  recognizers: list[str]) -> pa.Table:
+    """One row per image: its position in the dispatch, its face record, one embedding per recognizer."""
+    columns = {"index": index, "faces": pa.array([encode(face) for face, _ in results], type=pa.binary())}
+    for name in recognizers:
+        columns[f"embed_{name}"] = pa.array(
+            [encode({"vector": vectors[name]}) if name in vectors else None for _, vectors in results],
+            type=pa.binary())
+    return pa.table(columns)
 
 
-def face_record(result: ImageAnalysis) -> dict:
-    record: dict = {"error": result.error, "readable": result.width > 0, "n_faces": len(result.faces)}
-    face = result.main_face
-    if face is not None:
-        record.update(bbox=np.asarray(face.bbox, dtype=np.float64), landmarks=np.asarray(face.landmarks),
-                      score=float(face.score), aligned=np.asarray(face.aligned, dtype=np.uint8))
-        if face.pose is not None:
-            record.update(yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll)
-        if face.expression is not None:
-            record["expression"] = face.expression.label
-    return record
-
-
-def analyse(analyzer: FaceAnalyzer, paths: list[Path], hashes: list[str]) -> list[ImageRecords]:
-    """The records of images whose content hashes are `hashes`: one face-core batch, in order."""
-    results = analyzer.analyze(paths)
-    return [ImageRecords(sha256, face_record(result),
-                         {} if result.main_face is None else
-                         {name: {"vector": np.asarray(result.main_face.embeddings[name], dtype=np.float32)}
-                          for name in analyzer.recognizers})
-            for sha256, result in zip(hashes, results)]
+def table_records(table: pa.Table, recognizers: list[str]) -> list[tuple[int, dict, dict[str, np.ndarray]]]:
+    """(index, face record, {recognizer: embedding}) per row of a `records_table`."""
+    out = []
+    for row in table.to_pylist():
+        vectors = {name: decode(row[f"embed_{name}"])["vector"] for name in recognizers
+                   if row[f"embed_{name}"] is not None}
+        out.append((row["index"], decode(row["faces"]), vectors))
+    return out

@@ -21,11 +21,11 @@ from eval.engines.ray import RayEngine
 from eval.files import sha256_file
 from eval.manifest import read_manifest
 from eval.score import score_manifest
-from eval.scoring.analysis import CachedFaceAnalysis, FACES_VERSION
+from eval.scoring.analysis import FACES_VERSION, CachedFaceAnalysis, Miss
 
 pytestmark = pytest.mark.slow
 
-GENERATED_LINES, GENERATED_DISTINCT = 2000, 32
+GENERATED_LINES, GENERATED_DISTINCT = 2000, 20
 NUMERIC = ["id_sim_sface", "id_sim_dlib", "yaw", "pitch", "roll", "d_yaw", "d_pitch"]
 
 
@@ -73,7 +73,7 @@ def test_demo_scores_equal_the_local_engine(ray_cluster, demo_scores, demo_manif
                                             hide_optional_weights, tmp_path):
     with hide_optional_weights():  # as when the demo was scored locally
         result = score_manifest(demo_manifest, tmp_path / "ray", analyzer=eval_analyzer, cache=False,
-                                progress=False, engine=RayEngine(workers=2, batch_size=4))
+                                progress=False, engine="ray", engine_options={"workers": 2, "batch_size": 4})
     assert_same_scores(result, demo_scores)
     assert result.summary["status_counts"] == {"ok": 29}
 
@@ -83,7 +83,7 @@ def test_generated_run_scores_equal_the_local_engine_by_bytes(ray_cluster, gener
     # by bytes: the path a cluster without a shared filesystem takes (auto picks paths here)
     with hide_optional_weights():
         result = score_manifest(generated, tmp_path / "ray", analyzer=eval_analyzer, cache=False, progress=False,
-                                engine=RayEngine(workers=2, batch_size=8, transport="bytes"))
+                                engine="ray", engine_options={"workers": 2, "batch_size": 8, "transport": "bytes"})
     assert len(result.scores) == GENERATED_LINES
     assert_same_scores(result, generated_local)
 
@@ -101,11 +101,10 @@ def _face_workers() -> list[psutil.Process]:
 
 def test_a_killed_worker_is_retried_and_the_records_are_identical(ray_cluster, generated, generated_local,
                                                                   eval_analyzer):
-    paths = _image_paths(generated)
-    hashes = [sha256_file(p) for p in paths]
-    engine = RayEngine(workers=2, batch_size=2)
+    misses = [Miss(path, sha256_file(path)) for path in _image_paths(generated)]
+    engine = RayEngine(eval_analyzer, workers=2, batch_size=2)
     chunks, killed = [], None
-    for chunk in engine.analyse(eval_analyzer, paths, hashes):
+    for chunk in engine.analyze_chunks(misses):
         chunks.append(chunk)
         if killed is None:
             killed = _face_workers()[0]
@@ -114,19 +113,19 @@ def test_a_killed_worker_is_retried_and_the_records_are_identical(ray_cluster, g
             chunks_at_kill = len(chunks)
     assert killed is not None and not killed.is_running()
     assert len(chunks) > chunks_at_kill  # the run went on after the kill
-    records = {record.sha256: record for chunk in chunks for record in chunk}
-    assert sorted(records) == sorted(set(hashes))
+    records = {miss.sha256: (face, vectors) for chunk in chunks for miss, face, vectors in chunk}
+    assert sorted(records) == sorted({miss.sha256 for miss in misses})
 
     local = ResultCache(generated_local.cache_path)
     namespaces = CachedFaceAnalysis(eval_analyzer, local)
-    faces = local.get_many(namespaces.faces_namespace, hashes)
-    for sha256, record in records.items():
-        assert record.faces.keys() == faces[sha256].keys()
-        for key, value in record.faces.items():
-            np.testing.assert_array_equal(value, faces[sha256][key], err_msg=key)
+    local_faces = local.get_many(namespaces.faces_namespace, list(records))
+    for sha256, (face, vectors) in records.items():
+        assert face.keys() == local_faces[sha256].keys()
+        for key, value in face.items():
+            np.testing.assert_array_equal(value, local_faces[sha256][key], err_msg=key)
         for name, namespace in namespaces.embed_namespaces.items():  # batch sizes differ: float32 rounding
-            np.testing.assert_allclose(_unit(record.embeddings[name]["vector"]),
-                                       _unit(local.get(namespace, sha256)["vector"]), atol=1e-6, rtol=0)
+            np.testing.assert_allclose(_unit(vectors[name]), _unit(local.get(namespace, sha256)["vector"]),
+                                       atol=1e-6, rtol=0)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
