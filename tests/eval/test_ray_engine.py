@@ -20,7 +20,7 @@ from eval.demo.scale import build_scaled_run
 from eval.engines.ray import RayEngine
 from eval.files import sha256_file
 from eval.manifest import read_manifest
-from eval.score import score_manifest
+from eval.score import main, score_manifest
 from eval.scoring.analysis import FACES_VERSION, CachedFaceAnalysis, Miss
 
 pytestmark = pytest.mark.slow
@@ -67,6 +67,15 @@ def assert_same_scores(ray_result, local_result):
     assert {**ray_result.summary, **stamp} == {**local_result.summary, **stamp}
     saved = json.loads(ray_result.summary_path.read_text())
     assert {**saved, **stamp} == {**json.loads(local_result.summary_path.read_text()), **stamp}
+
+
+def test_ray_options_are_checked_before_anything_runs(demo_manifest, capsys):
+    for argv, message in [(["--workers", "2"], "need --engine ray"),
+                          (["--engine", "ray", "--workers", "0"], "0: must be at least 1"),
+                          (["--engine", "ray", "--gpus-per-worker", "-1"], "-1: must be at least 0")]:
+        with pytest.raises(SystemExit):
+            main([str(demo_manifest), *argv])
+        assert message in capsys.readouterr().err
 
 
 def test_demo_scores_equal_the_local_engine(ray_cluster, demo_scores, demo_manifest, eval_analyzer,
