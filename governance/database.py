@@ -94,10 +94,12 @@ def open_store(location: str | Path, *, store: str, metadata: sa.MetaData, versi
                 raise StoreUnavailable(f"{store} at {display(location)}: schema version {found} is newer than "
                                        f"this code's {version}; upgrade idavatar")
     except (OperationalError, DBAPIError) as error:
-        raise StoreUnavailable(f"{store} at {display(location)}: cannot open: {_first_line(error)}") from None
+        raise StoreUnavailable(f"{store} at {display(location)}: cannot open: {first_line(error)}") from None
     return engine
 
 
-def _first_line(error: DBAPIError) -> str:
-    text = str(error.orig if error.orig is not None else error).strip()
+def first_line(error: Exception) -> str:
+    """The first line of a driver error: what the server said, without SQLAlchemy's trailer."""
+    original = getattr(error, "orig", None)
+    text = str(original if original is not None else error).strip()
     return text.splitlines()[0] if text else type(error).__name__

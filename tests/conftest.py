@@ -3,6 +3,7 @@ import glob
 import hashlib
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,7 @@ def faces_dir() -> Path:
 # A throw-away PostgreSQL cluster for the tests: Debian's server binaries, a temporary folder, a free port.
 #
 # initdb refuses to run as root, so under root (CI) the cluster belongs to the ``postgres`` user and is
-# driven through ``runuser``. Local trust authentication on 127.0.0.1 only; gone when the tests end.
+# driven through ``runuser``. A password (scram-sha-256) on 127.0.0.1 only; gone when the tests end.
 
 
 class ClusterUnavailable(RuntimeError):
@@ -62,6 +63,7 @@ class PostgresCluster:
             owner = pwd.getpwnam("postgres")
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
         self.user = "postgres"
+        self.password = secrets.token_hex(12)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         command = [str(self.bin / args[0]), *args[1:]]
@@ -73,14 +75,20 @@ class PostgresCluster:
         return done
 
     def start(self) -> "PostgresCluster":
-        self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync")
+        password_file = self.root / "password"
+        password_file.write_text(self.password)
+        if self.as_postgres:
+            os.chown(password_file, pwd.getpwnam("postgres").pw_uid, -1)
+        self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth-local=trust",
+                  "--auth-host=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8", "--no-sync")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
                   "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                         "-c max_connections=200", "start")
         return self
 
     def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "restart")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
+                  "-m", "fast", "restart")
 
     def stop(self) -> None:
         try:
@@ -90,12 +98,13 @@ class PostgresCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres", autocommit=True) as db:
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                             dbname="postgres", autocommit=True) as db:
             db.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
