@@ -7,7 +7,6 @@ One bad image or line never stops the run; see docs/eval.md for the metrics.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from eval.cache import ResultCache, open_cache, sha256_bytes
-from eval.calibrate import load_thresholds
+from eval.cache import CacheError, ResultCache, open_cache, sha256_bytes
+from eval.calibrate import finite_threshold, load_thresholds
 from eval.engines import ENGINES, TRANSPORTS, make_engine
-from eval.faces import FaceAnalyzer, default_threshold
-from eval.files import write_atomic, write_text_atomic
+from eval.faces import RECOGNIZERS, FaceAnalyzer, default_threshold
+from eval.files import write_atomic
 from eval.manifest import Manifest, ManifestError, read_manifest
 from eval.models import REGISTER
+from eval.outputs import OutputSetError, locked_out_dir, new_run_id, publish_scores_set
 from eval.scoring import MetricUnavailable
 from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, LocalFaceEngine, default_recognizers
 from eval.scoring.clip_score import ClipScorer, add_clip_columns
@@ -31,6 +31,10 @@ from eval.scoring.face_diversity import SET_COLUMNS, FaceLpips, face_div_sets
 from eval.scoring.identity import COPY_MAX_PITCH, COPY_MAX_YAW, COPY_SIMILARITY
 from eval.scoring.rows import FACE_STATUSES, manifest_rows, score_identity, typed_table
 from eval.scoring.summary import metric_keys, recognizer_agreement, summarize_systems_cached
+
+
+class ScoreError(ValueError):
+    """The run cannot be scored at all (the message names the file and the reason)."""
 
 
 @dataclass
@@ -72,9 +76,26 @@ def _thresholds(recognizers: list[str], thresholds: str | Path | dict | None) ->
     chosen = {name: default_threshold(name) for name in recognizers}
     if thresholds is None:
         return chosen, "face-core defaults"
-    loaded = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
-    chosen.update({name: float(value) for name, value in loaded.items() if name in chosen})
+    try:
+        loaded = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
+        chosen.update({name: finite_threshold(value, f"the threshold of {name}")
+                       for name, value in loaded.items() if name in chosen})
+    except ValueError as error:
+        raise ScoreError(str(error)) from None
     return chosen, "given" if isinstance(thresholds, dict) else str(thresholds)
+
+
+def _read(manifest_path: Path) -> Manifest:
+    try:
+        manifest = read_manifest(manifest_path)
+    except OSError as error:
+        raise ScoreError(f"{manifest_path}: cannot read the manifest ({error.strerror or error})") from None
+    for error in manifest.errors:
+        print(f"{manifest.path}: {error} (skipped)", file=sys.stderr)
+    if not manifest.entries:
+        raise ScoreError(f"{manifest.path}: no valid line to score ({len(manifest.errors)} malformed, "
+                         "listed above); nothing written")
+    return manifest
 
 
 def _trained_with(manifest: Manifest) -> dict[str, list[str]]:
@@ -91,24 +112,35 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
                    cache: str | Path | ResultCache | bool | None = None, clip_model: str | None = None,
                    progress: bool = True, engine: str | LocalFaceEngine = "local",
                    engine_options: dict | None = None) -> ScoreResult:
-    """`engine`: where cache misses are analysed: "local" (this process) or "ray", with `engine_options`
+    """Score every valid line of the manifest and publish the outputs as one set (eval.outputs).
+
+    `engine`: where cache misses are analysed: "local" (this process) or "ray", with `engine_options`
     as `eval.engines.ray.RayEngine` takes them (address, workers, gpus_per_worker, batch_size, transport);
-    or an engine already made by `eval.engines.make_engine` (left open)."""
+    or an engine already made by `eval.engines.make_engine` (left open).
+
+    Every option is checked before any work starts; ScoreError, OutputSetError or CacheError (each a
+    one-line message naming the file) when the run cannot be scored at all."""
+    manifest_path = Path(manifest_path)
+    out_dir = Path(out_dir) if out_dir is not None else manifest_path.parent / "scores"
     if isinstance(engine, str):
         analyzer = analyzer or FaceAnalyzer(recognizers=default_recognizers())
-        own_engine = make_engine(engine, analyzer, **(engine_options or {}))
-        try:
-            return score_manifest(manifest_path, out_dir, analyzer=analyzer, thresholds=thresholds, cache=cache,
-                                  clip_model=clip_model, progress=progress, engine=own_engine)
-        finally:
-            own_engine.close()
-    manifest = read_manifest(manifest_path)
-    out_dir = Path(out_dir) if out_dir is not None else manifest.root / "scores"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for error in manifest.errors:
-        print(f"{manifest.path}: {error} (skipped)", file=sys.stderr)
-    analyzer = analyzer or engine.analyzer
-    result_cache = open_cache(cache)
+    else:
+        analyzer = analyzer or engine.analyzer
+    chosen_thresholds, threshold_source = _thresholds(list(analyzer.recognizers), thresholds)
+    manifest = _read(manifest_path)
+    chosen = make_engine(engine, analyzer, **(engine_options or {})) if isinstance(engine, str) else engine
+    try:
+        with locked_out_dir(out_dir):
+            return _score(manifest, out_dir, analyzer, open_cache(cache), clip_model, progress,
+                          chosen_thresholds, threshold_source, chosen)
+    finally:
+        if chosen is not engine:
+            chosen.close()
+
+
+def _score(manifest: Manifest, out_dir: Path, analyzer: FaceAnalyzer, result_cache: ResultCache,
+           clip_model: str | None, progress: bool, chosen_thresholds: dict[str, float],
+           threshold_source: str, engine: LocalFaceEngine) -> ScoreResult:
     faces = CachedFaceAnalysis(analyzer, result_cache, engine)
     recognizers = faces.recognizers
 
@@ -137,7 +169,6 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
         sets = pd.DataFrame(columns=SET_COLUMNS)
     _write_crops(scores, images, out_dir)
 
-    chosen_thresholds, threshold_source = _thresholds(recognizers, thresholds)
     summary = {
         "manifest": str(manifest.path.resolve()),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -154,9 +185,7 @@ def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None,
         "recognizer_agreement": recognizer_agreement(scores, recognizers),
         "systems": summarize_systems_cached(result_cache, scores, sets, recognizers, unavailable),
     }
-    write_atomic(out_dir / "scores.parquet", lambda p: scores.to_parquet(p, index=False))
-    write_atomic(out_dir / "scores.csv", lambda p: scores.to_csv(p, index=False))
-    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
+    scores, summary = publish_scores_set(out_dir, scores, summary, new_run_id())
     return ScoreResult(scores=scores, summary=summary, out_dir=out_dir, manifest_errors=manifest.errors)
 
 
@@ -198,12 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         ("batch_size", args.batch_size), ("transport", args.transport)] if value is not None}
     if args.engine == "local" and ray_options:
         parser.error("--ray-address, --workers, --gpus-per-worker, --batch-size and --transport need --engine ray")
-    recognizers = args.recognizers.split(",") if args.recognizers else default_recognizers()
-    result = score_manifest(
-        args.manifest, args.out, analyzer=FaceAnalyzer(recognizers=recognizers), thresholds=args.thresholds,
-        cache=False if args.no_cache else args.cache, clip_model=args.clip, progress=not args.quiet,
-        engine=args.engine, engine_options=ray_options,
-    )
+    recognizers = [name.strip() for name in args.recognizers.split(",")] if args.recognizers else None
+    if recognizers is not None and (unknown := sorted(set(recognizers) - set(RECOGNIZERS))):
+        parser.error(f"--recognizers: unknown {', '.join(unknown)} (known: {', '.join(sorted(RECOGNIZERS))})")
+    try:
+        result = score_manifest(
+            args.manifest, args.out, analyzer=FaceAnalyzer(recognizers=recognizers or default_recognizers()),
+            thresholds=args.thresholds, cache=False if args.no_cache else args.cache, clip_model=args.clip,
+            progress=not args.quiet, engine=args.engine, engine_options=ray_options,
+        )
+    except (ScoreError, OutputSetError, CacheError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for system, summary in result.summary["systems"].items():
         shown = ", ".join(f"{key} {value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
                           for key, value in summary["metrics"].items() if value is not None)

@@ -100,6 +100,11 @@ def audit_dir(folder: str | Path, *, verifier: ProvenanceVerifier, audit_log: Au
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
+    from governance.release_check import RELEASE_MANIFEST, audit_release_dir  # it imports this module
+
+    if (folder / RELEASE_MANIFEST).exists():
+        return audit_release_dir(folder, verifier=verifier, audit_log=audit_log, registry=registry,
+                                 verification=verification)
     entries = sorted(_entries(folder))
     verification = verification or audit_log.verify()
     signed_entries = {entry.get("object"): entry.get("seq") for entry in audit_log.entries()

@@ -9,6 +9,8 @@ random): otherwise `MetricUnavailable` names the exact file to provide.
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,9 +30,15 @@ BATCH = 64
 
 
 def alexnet_weights_path() -> Path:
-    import torch
+    return torch_hub_dir() / "checkpoints" / REGISTER["lpips_alex"].filename
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / REGISTER["lpips_alex"].filename
+
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir(), without importing torch (two seconds of every run's start-up) unless it is."""
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    default = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"
+    return Path(os.environ.get("TORCH_HOME", default)).expanduser() / "hub"
 
 
 class FaceLpips:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pandas as pd
-from scipy.stats import spearmanr
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.scoring.rows import FACE_STATUSES
@@ -68,10 +68,22 @@ def recognizer_agreement(rows: pd.DataFrame, recognizers: list[str]) -> dict:
             agreement[f"{a}~{b}"] = {"spearman": None, "p_value": None, "n": int(len(pair)),
                                      "reason": "fewer than 3 faces with distinct scores"}
             continue
-        result = spearmanr(pair.iloc[:, 0], pair.iloc[:, 1])
-        agreement[f"{a}~{b}"] = {"spearman": round(float(result.statistic), 6),
-                                 "p_value": float(result.pvalue), "n": int(len(pair))}
+        rho, p_value = spearman(pair.iloc[:, 0], pair.iloc[:, 1])
+        agreement[f"{a}~{b}"] = {"spearman": round(rho, 6), "p_value": p_value, "n": int(len(pair))}
     return agreement
+
+
+def spearman(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p-value, as scipy.stats.spearmanr gives them (Pearson on average
+    ranks; Student's t with n - 2 degrees of freedom), without importing scipy.stats (a second of start-up)."""
+    from scipy.special import stdtr
+
+    rho = float(a.rank().corr(b.rank()))
+    n = len(a)
+    if abs(rho) >= 1.0:
+        return rho, 0.0
+    t = rho * math.sqrt((n - 2) / (1.0 - rho * rho))
+    return rho, float(2.0 * stdtr(n - 2, -abs(t)))
 
 
 def summarize_systems(scores: pd.DataFrame, face_div_sets: pd.DataFrame, recognizers: list[str],
@@ -101,7 +113,7 @@ def summarize_systems_cached(cache: ResultCache, scores: pd.DataFrame, face_div_
         json.dumps([recognizers, unavailable], sort_keys=True).encode(),
     ]))
     hit = cache.get(SUMMARY_VERSION, content)
-    if hit is not None:
+    if hit is not None and isinstance(hit.get("systems"), dict):  # any other shape is a miss
         return hit["systems"]
     systems = summarize_systems(scores, face_div_sets, recognizers, unavailable)
     cache.put(SUMMARY_VERSION, content, {"systems": systems})
