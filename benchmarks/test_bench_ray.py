@@ -26,6 +26,7 @@ import ray
 
 from eval.demo.scale import build_scaled_run
 from eval.faces import FaceAnalyzer
+from eval.outputs import RUN_ID
 from eval.score import score_manifest
 
 RESULTS = Path(__file__).parent / "results" / "ray_cpu.json"
@@ -124,7 +125,7 @@ def test_ray_against_local(tmp_path, monkeypatch):
         runs = {workers: timed(manifest, tmp_path / f"ray{workers}", analyzer, "ray", workers=workers, batch_size=8)
                 for workers in (1, 2)}
         for workers, run in runs.items():
-            stamp = {"created": None}
+            stamp = {"created": None, RUN_ID: None}
             assert {**run["result"].summary, **stamp} == {**local["result"].summary, **stamp}, workers
 
         cache = tmp_path / "local" / "cache.sqlite"  # the local pass filled it
