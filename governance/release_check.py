@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from governance import watermark
 from governance.audit_log import AuditLog, AuditVerification
-from governance.compliance import ComplianceReport, ImageCheck, _entries
+from governance.compliance import ComplianceReport, ImageCheck, folder_files
 from governance.consent import Purpose
 from governance.provenance import ProvenanceVerifier, file_digest
 from governance.registry import ConsentRegistry, UnknownRecord
@@ -93,7 +93,7 @@ def audit_release_dir(folder: Path, *, verifier: ProvenanceVerifier, audit_log: 
         head.problems.append(f"differs from the release.json that audit entry {entry['seq']} records")
     head.audit_entry = entry["seq"] if entry else None
     listed = {item["file"]: item for item in document.get("items", [])}
-    present = {path.relative_to(folder).as_posix(): not_checked for path, not_checked in _entries(folder)}
+    present = {path.relative_to(folder).as_posix(): not_checked for path, not_checked in folder_files(folder)}
     present.pop(RELEASE_MANIFEST, None)
     present.pop(RELEASE_SIGNATURE, None)
     now = dt.datetime.now(dt.timezone.utc)
