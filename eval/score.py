@@ -1,4 +1,4 @@
-"""Score a run: `python -m eval.score MANIFEST [--out DIR]`.
+"""Score a run: `python -m eval.score MANIFEST [--out DIR] [--engine local|ray]`.
 
 Writes scores.parquet / scores.csv (one row per parsed manifest line), summary.json (aggregates with
 bootstrap intervals) and crops/ (the aligned face crops) to DIR, default <manifest folder>/scores.
@@ -18,13 +18,14 @@ from PIL import Image
 
 from eval.cache import CacheError, ResultCache, open_cache, sha256_bytes
 from eval.calibrate import finite_threshold, load_thresholds
+from eval.engines import ENGINES, TRANSPORTS, make_engine
 from eval.faces import RECOGNIZERS, FaceAnalyzer, default_threshold
 from eval.files import write_atomic
 from eval.manifest import Manifest, ManifestError, read_manifest
 from eval.models import REGISTER, ModelNotFound
 from eval.outputs import OutputSetError, locked_out_dir, new_run_id, publish_scores_set
 from eval.scoring import MetricUnavailable
-from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, default_recognizers
+from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, LocalFaceEngine, default_recognizers
 from eval.scoring.clip_score import ClipScorer, add_clip_columns
 from eval.scoring.face_diversity import FaceLpips, face_div_sets
 from eval.scoring.face_features import FaceFeatures
@@ -110,25 +111,38 @@ def _trained_with(manifest: Manifest) -> dict[str, list[str]]:
 def score_manifest(manifest_path: str | Path, out_dir: str | Path | None = None, *,
                    analyzer: FaceAnalyzer | None = None, thresholds: str | Path | dict | None = None,
                    cache: str | Path | ResultCache | bool | None = None, clip_model: str | None = None,
-                   progress: bool = True) -> ScoreResult:
+                   progress: bool = True, engine: str | LocalFaceEngine = "local",
+                   engine_options: dict | None = None) -> ScoreResult:
     """Score every valid line of the manifest and publish the outputs as one set (eval.outputs).
+
+    `engine`: where cache misses are analysed: "local" (this process) or "ray", with `engine_options`
+    as `eval.engines.ray.RayEngine` takes them (address, workers, gpus_per_worker, batch_size, transport);
+    or an engine already made by `eval.engines.make_engine` (left open).
 
     Every option is checked before any work starts; ScoreError, OutputSetError or CacheError (each a
     one-line message naming the file) when the run cannot be scored at all."""
     manifest_path = Path(manifest_path)
     out_dir = Path(out_dir) if out_dir is not None else manifest_path.parent / "scores"
-    analyzer = analyzer or FaceAnalyzer(recognizers=default_recognizers())
+    if isinstance(engine, str):
+        analyzer = analyzer or FaceAnalyzer(recognizers=default_recognizers())
+    else:
+        analyzer = analyzer or engine.analyzer
     chosen_thresholds, threshold_source = _thresholds(list(analyzer.recognizers), thresholds)
     manifest = _read(manifest_path)
-    with locked_out_dir(out_dir):
-        return _score(manifest, out_dir, analyzer, open_cache(cache), clip_model, progress,
-                      chosen_thresholds, threshold_source)
+    chosen = make_engine(engine, analyzer, **(engine_options or {})) if isinstance(engine, str) else engine
+    try:
+        with locked_out_dir(out_dir):
+            return _score(manifest, out_dir, analyzer, open_cache(cache), clip_model, progress,
+                          chosen_thresholds, threshold_source, chosen)
+    finally:
+        if chosen is not engine:
+            chosen.close()
 
 
 def _score(manifest: Manifest, out_dir: Path, analyzer: FaceAnalyzer, result_cache: ResultCache,
            clip_model: str | None, progress: bool, chosen_thresholds: dict[str, float],
-           threshold_source: str) -> ScoreResult:
-    faces = CachedFaceAnalysis(analyzer, result_cache)
+           threshold_source: str, engine: LocalFaceEngine) -> ScoreResult:
+    faces = CachedFaceAnalysis(analyzer, result_cache, engine)
     recognizers = faces.recognizers
 
     rows, image_paths, reference_paths = manifest_rows(manifest)
@@ -182,6 +196,17 @@ def _score(manifest: Manifest, out_dir: Path, analyzer: FaceAnalyzer, result_cac
     return ScoreResult(scores=scores, summary=summary, out_dir=out_dir, manifest_errors=manifest.errors)
 
 
+def _at_least(low: float, kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: must be at least {low}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.score", description=__doc__.splitlines()[0])
     parser.add_argument("manifest", type=Path)
@@ -192,9 +217,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", help="CLIP model directory or HF id (local files only)")
     parser.add_argument("--recognizers", help="comma-separated, e.g. sface,dlib,arcface")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    scaling = parser.add_argument_group("engine", "where cache misses are analysed (docs/eval.md, Scaling out)")
+    scaling.add_argument("--engine", choices=ENGINES, default="local", help="default: local (this process)")
+    scaling.add_argument("--ray-address", help="auto or ray://HOST:PORT (default: start a private local cluster)")
+    scaling.add_argument("--workers", type=_at_least(1, int), help="Ray actors, one FaceAnalyzer each (default 1)")
+    scaling.add_argument("--gpus-per-worker", type=_at_least(0, float),
+                         help="GPU fraction per actor, e.g. 0.25 (default 0)")
+    scaling.add_argument("--batch-size", type=_at_least(1, int), help="images per Ray batch (default 8)")
+    scaling.add_argument("--transport", choices=TRANSPORTS, help="images travel by path or by bytes "
+                         "(default auto: by path when every node is this machine)")
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
         parser.error(f"{args.manifest}: no such manifest file")
+    ray_options = {key: value for key, value in [
+        ("address", args.ray_address), ("workers", args.workers), ("gpus_per_worker", args.gpus_per_worker),
+        ("batch_size", args.batch_size), ("transport", args.transport)] if value is not None}
+    if args.engine == "local" and ray_options:
+        parser.error("--ray-address, --workers, --gpus-per-worker, --batch-size and --transport need --engine ray")
     recognizers = [name.strip() for name in args.recognizers.split(",")] if args.recognizers else None
     if recognizers is not None and (unknown := sorted(set(recognizers) - set(RECOGNIZERS))):
         parser.error(f"--recognizers: unknown {', '.join(unknown)} (known: {', '.join(sorted(RECOGNIZERS))})")
@@ -202,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         result = score_manifest(
             args.manifest, args.out, analyzer=FaceAnalyzer(recognizers=recognizers or default_recognizers()),
             thresholds=args.thresholds, cache=False if args.no_cache else args.cache, clip_model=args.clip,
-            progress=not args.quiet,
+            progress=not args.quiet, engine=args.engine, engine_options=ray_options,
         )
     except (ScoreError, OutputSetError, CacheError) as error:
         print(f"error: {error}", file=sys.stderr)
