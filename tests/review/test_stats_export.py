@@ -16,7 +16,7 @@ from eval.review.auth import LoginLimiter
 from eval.review.export import read_export
 from eval.review.store import ReviewStore
 
-from .conftest import PASSWORD
+from .conftest import BASE, PASSWORD
 
 # what the two reviewers answer for likeness, per manifest line (1-3 system "cand", 4-5 "base")
 LIKENESS = {"rita": {1: 5, 2: 5, 3: 4, 4: 2, 5: 4}, "rosa": {1: 4, 2: 5, 3: 4, 4: 1, 5: 5}}
@@ -76,7 +76,7 @@ def test_export_writes_the_stores_judgments_and_their_statistics(judged_run, tmp
     summary = json.loads((out / "review_summary.json").read_text())
     mos = {(row["system"], row["question"]): row for row in summary["mos"]}
     assert mos[("cand", "likeness")]["mean"] == pytest.approx((5 + 5 + 4 + 4 + 5 + 4) / 6)
-    assert mos[("base", "likeness")]["mean"] == pytest.approx((2 + 4 + 1 + 5) / 4)
+    assert mos[(BASE, "likeness")]["mean"] == pytest.approx((2 + 4 + 1 + 5) / 4)
     assert summary["agreement"]["likeness"]["n_images"] == 5
     assert summary["decisions"] == {"approve": 1, "reject": 1}
     assert summary["copy_paste_vs_human"]["human_copies"] == 1
@@ -93,7 +93,7 @@ def test_the_report_and_the_gates_read_the_store_beside_the_workspace(judged_run
     signed_run, workspace = judged_run
     scores = signed_run.run.scores_dir
     review = prepare_review(scores, system="cand", governance=workspace, progress=False)
-    assert review.run.human_review.available and "review store sqlite:///" in review.run.human_review.source
+    assert review.run.human_review.available and f"review store {workspace.parent / 'review.sqlite'}" in review.run.human_review.source
     gates = {gate.gate: gate for gate in review.gates()}
     approval = gates["review_approval"]
     assert approval.verdict == "fail" and approval.measured == pytest.approx(1 / 3)
