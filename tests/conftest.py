@@ -148,3 +148,25 @@ def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "store.sqlite")
     return request.getfixturevalue("postgres_url")
+
+
+def run_in_processes(target, arguments: list[tuple], timeout: float = 180, during=None) -> list[int | None]:
+    """Run ``target(*args)`` for each args in its own spawned process, all at once (and ``during()`` while
+    they run); their exit codes."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=target, args=args) for args in arguments]
+    for process in workers:
+        process.start()
+    if during is not None:
+        during()
+    for process in workers:
+        process.join(timeout)
+    return [process.exitcode for process in workers]
+
+
+@pytest.fixture
+def in_processes():
+    """``run_in_processes``: real concurrent writers, each its own Python process."""
+    return run_in_processes

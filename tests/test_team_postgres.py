@@ -5,7 +5,6 @@ also when the server is restarted in the middle of the run."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from governance import Actor, GovernanceContext, Purpose, new_record
 from governance.audit_sql import AuditStoreError
 from governance.database import StoreUnavailable
 from governance.review_log import RATING
+
+from .conftest import run_in_processes
 
 WORKERS = 8
 IMAGE = "sha256:" + "ab" * 32
@@ -73,17 +74,10 @@ def _member(config: str, worker: int, count: int, out: str) -> None:
 
 
 def run_team(config: Path, tmp_path: Path, count: int, during=None) -> list[dict]:
-    context = multiprocessing.get_context("spawn")
     outs = [tmp_path / f"member-{worker}.json" for worker in range(WORKERS)]
-    members = [context.Process(target=_member, args=(str(config), worker, count, str(out)))
-               for worker, out in enumerate(outs)]
-    for member in members:
-        member.start()
-    if during is not None:
-        during()
-    for member in members:
-        member.join(300)
-    assert [member.exitcode for member in members] == [0] * WORKERS
+    exits = run_in_processes(_member, [(str(config), worker, count, str(out)) for worker, out in enumerate(outs)],
+                             timeout=300, during=during)
+    assert exits == [0] * WORKERS
     return [json.loads(out.read_text()) for out in outs]
 
 

@@ -1,6 +1,5 @@
 import base64
 import hashlib
-import multiprocessing
 import subprocess
 import sys
 import textwrap
@@ -134,15 +133,9 @@ def _append_many(path: str, key_path: str, writer: int, count: int) -> None:
 
 
 @pytest.mark.slow
-def test_concurrent_processes_lose_and_tear_nothing(tmp_path, keys):
+def test_concurrent_processes_lose_and_tear_nothing(tmp_path, keys, in_processes):
     path = tmp_path / "audit.jsonl"
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_append_many, args=(str(path), str(keys[0]), w, 40)) for w in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    assert in_processes(_append_many, [(str(path), str(keys[0]), w, 40) for w in range(4)], timeout=60) == [0] * 4
     log = AuditLog(path, signing_key=load_private_key(keys[0]))
     assert log.verify().ok
     written = sorted((e["actor"], int(e["object"])) for e in log.entries())

@@ -1,5 +1,4 @@
 """The audit log on a real PostgreSQL server: same entries and proofs as the file, one chain for many writers."""
-import multiprocessing
 import threading
 import time
 
@@ -76,16 +75,10 @@ def _shared_workspace(tmp_path, url: str) -> str:
     return str(config)
 
 
-def test_eight_processes_write_one_unforked_chain(tmp_path, postgres_url):
+def test_eight_processes_write_one_unforked_chain(tmp_path, postgres_url, in_processes):
     config = _shared_workspace(tmp_path, postgres_url)
     GovernanceContext.load(config).audit_log.checkpoint()
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_writer, args=(config, worker, 20)) for worker in range(8)]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(180)
-    assert [process.exitcode for process in workers] == [0] * 8
+    assert in_processes(_writer, [(config, worker, 20) for worker in range(8)]) == [0] * 8
     gov = GovernanceContext.load(config)
     entries = gov.audit_log.entries()
     assert [entry["seq"] for entry in entries] == list(range(1, len(entries) + 1))  # no gaps, no forks

@@ -1,6 +1,5 @@
 """The consent registry on its two backends: the SQLite file it always was, and a real PostgreSQL server."""
 import datetime as dt
-import multiprocessing
 import sqlite3
 
 import pytest
@@ -63,15 +62,9 @@ def _record_many(url: str, worker: int, count: int) -> None:
                                 actor=f"writer{worker}", given_at=T0 + dt.timedelta(seconds=index)))
 
 
-def test_eight_processes_record_consent_at_once_on_postgres(postgres_url):
+def test_eight_processes_record_consent_at_once_on_postgres(postgres_url, in_processes):
     ConsentRegistry(postgres_url)
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_record_many, args=(postgres_url, worker, 25)) for worker in range(8)]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(120)
-    assert [process.exitcode for process in workers] == [0] * 8
+    assert in_processes(_record_many, [(postgres_url, worker, 25) for worker in range(8)]) == [0] * 8
     registry = ConsentRegistry(postgres_url)
     for worker in range(8):
         records = registry.records_for(f"w{worker}")

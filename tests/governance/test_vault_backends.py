@@ -49,18 +49,12 @@ def _first_put(config: str, index: int, results) -> None:
     results.put((index, file_id))
 
 
-def test_eight_hosts_first_puts_share_one_key_by_a_database_constraint(tmp_path, postgres_url):
+def test_eight_hosts_first_puts_share_one_key_by_a_database_constraint(tmp_path, postgres_url, in_processes):
     gov = workspace_on(tmp_path, postgres_url)
     gov.registry.add(new_record("alice", list(Purpose), controller="C", jurisdiction="EU", actor="olga"))
     config = str(tmp_path / "gov" / "governance.toml")
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    workers = [context.Process(target=_first_put, args=(config, index, results)) for index in range(8)]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(120)
-    assert [process.exitcode for process in workers] == [0] * 8
+    results = multiprocessing.get_context("spawn").Queue()
+    assert in_processes(_first_put, [(config, index, results) for index in range(8)]) == [0] * 8
     stored = dict(results.get(timeout=5) for _ in range(8))
     fresh = GovernanceContext.load(config)
     assert len(list(fresh.vault.keys)) == 1
