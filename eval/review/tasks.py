@@ -160,13 +160,18 @@ class ReviewService:
                                        position=position)
         return RatingTask(self.catalog.items[line], position, token, len(done), len(open_lines))
 
-    def submit_rating(self, account: Account, body: dict | RatingSubmission) -> Rating:
-        require(account, "rate")
-        submission = parse(RatingSubmission, body)
-        shown, spent = self._shown(submission.token, account, "rating")
+    def _presented_item(self, account: Account, permission: str, model, body, kind: str):
+        """(submission, what the token says was shown, seconds spent, the item) for a checked submission."""
+        require(account, permission)
+        submission = parse(model, body)
+        shown, spent = self._shown(submission.token, account, kind)
         item = self._item(submission.line)
         if shown["line"] != item.line:
             raise ReviewError(422, f"the token was issued for line {shown['line']}, not {item.line}", "line")
+        return submission, shown, spent, item
+
+    def submit_rating(self, account: Account, body: dict | RatingSubmission) -> Rating:
+        submission, shown, spent, item = self._presented_item(account, "rate", RatingSubmission, body, "rating")
         scored = not submission.skipped
         row = Rating(run_id=self.run_id, line=item.line, image_sha256=item.sha256, system=item.system,
                      subject=item.subject, prompt=item.prompt, prompt_category=item.prompt_category, seed=item.seed,
@@ -243,12 +248,7 @@ class ReviewService:
         return statuses
 
     def decide(self, account: Account, body: dict | DecisionSubmission) -> Decision:
-        require(account, "decide")
-        submission = parse(DecisionSubmission, body)
-        shown, spent = self._shown(submission.token, account, "decision")
-        item = self._item(submission.line)
-        if shown["line"] != item.line:
-            raise ReviewError(422, f"the token was issued for line {shown['line']}, not {item.line}", "line")
+        submission, shown, spent, item = self._presented_item(account, "decide", DecisionSubmission, body, "decision")
         view = approval_view(self.catalog, self.context, self.store, item, account.name)
         if view.self_generated:
             raise ReviewError(403, view.self_generated)
