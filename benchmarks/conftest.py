@@ -2,7 +2,8 @@
 
     pytest benchmarks/ [--run MANIFEST_OR_SCORES] [--system NAME] [--gates FILE]
                        [--baseline OTHER] [--baseline-system NAME]
-                       [--calibration FILE] [--governance CONFIG] [--junitxml gates.xml]
+                       [--calibration FILE] [--governance CONFIG] [--reviews EXPORT_DIR]
+                       [--junitxml gates.xml]
 
 Without --run the gates judge the built-in demo, whose 'ideal' system is the candidate. The run is
 loaded once, at collection, because the set of gates (one test each) depends on it: its recognizers,
@@ -17,6 +18,7 @@ import pytest
 from eval.report.gates import DEFAULT_GATES_FILE, GateResult, GatesFileError
 from eval.report.review import prepare_review
 from eval.report.run import RunError
+from eval.review.export import ReviewsError
 
 _RESULTS = pytest.StashKey[list[GateResult]]()
 
@@ -34,6 +36,8 @@ def pytest_addoption(parser):
     group.addoption("--calibration", type=Path, default=None, help="calibration JSON for the thresholds")
     group.addoption("--governance", type=Path, default=None,
                     help="governance config (default: $GOVERNANCE_CONFIG, else ./governance.toml)")
+    group.addoption("--reviews", type=Path, default=None,
+                    help="human-review export folder (python -m eval.review export) for the review gates")
 
 
 def gate_results(config: pytest.Config) -> list[GateResult]:
@@ -43,8 +47,8 @@ def gate_results(config: pytest.Config) -> list[GateResult]:
             review = prepare_review(option("--run"), system=option("--system"), baseline=option("--baseline"),
                                     baseline_system=option("--baseline-system"), gates_file=option("--gates"),
                                     calibration=option("--calibration"), governance=option("--governance"),
-                                    progress=False)
-        except (RunError, GatesFileError) as exc:
+                                    reviews=option("--reviews"), progress=False)
+        except (RunError, GatesFileError, ReviewsError) as exc:
             raise pytest.UsageError(str(exc)) from exc
         config.stash[_RESULTS] = review.gates()
     return config.stash[_RESULTS]

@@ -9,6 +9,9 @@ catch a cut tail, which a chain alone cannot see.
 Appends hold an exclusive lock on the log file, so several processes may append at once. A crash mid-write leaves a last
 line without its newline: it is reported when the log is opened, verification fails on it, and the
 next append moves it to a quarantine file and records that in the log before writing its own entry.
+
+Building an entry (``build_entry``), checking one (``check_entry``) and verifying a whole log with its
+checkpoints (``verify_log``, over any iterable of lines) do not depend on the log being a file.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -31,10 +34,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from tqdm import tqdm
 
-from governance.checkpoint import Checkpoint, CheckpointError, CheckpointStore
-from governance.merkle import MerkleTree
+from governance.checkpoint import (
+    Checkpoint, CheckpointError, CheckpointStore, StoredCheckpoint, VerifierKey, cosigned_at,
+)
+from governance.merkle import MerkleTree, consistency_proof, leaf_hash, verify_consistency
 
 GENESIS = "sha256:" + "0" * 64
+LEGACY_ORIGIN = "idavatar-governance-audit"  # the origin of logs made before it was set per log
 OUTCOMES = ("ok", "refused", "error")
 _FIELDS = {"seq", "time", "actor", "role", "action", "subject", "object", "outcome", "details", "prev", "sig"}
 _TAIL_CHUNK = 1 << 16
@@ -59,12 +65,16 @@ class AuditVerification:
     checkpoints: int
     first_bad: int | None = None
     reason: str = "intact"
+    newest_checkpoint: str | None = None  # the signed note of the newest checkpoint (what --state records)
+    notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         if self.ok:
-            return f"audit log intact: {self.entries} entries, {self.checkpoints} signed checkpoints"
-        where = f"entry {self.first_bad}: " if self.first_bad else ""
-        return f"audit log NOT intact: {where}{self.reason}"
+            head = f"audit log intact: {self.entries} entries, {self.checkpoints} signed checkpoints"
+        else:
+            where = f"entry {self.first_bad}: " if self.first_bad else ""
+            head = f"audit log NOT intact: {where}{self.reason}"
+        return "\n".join([head, *self.notes])
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
@@ -116,6 +126,21 @@ def _signing_payload(entry: dict[str, Any]) -> bytes:
     return rfc8785.dumps({key: value for key, value in entry.items() if key != "sig"})
 
 
+def build_entry(seq: int, prev: str, signing_key: Ed25519PrivateKey, **fields: Any) -> tuple[dict[str, Any], bytes]:
+    """Entry ``seq`` after the line hashed ``prev``, signed, and its canonical line (no newline)."""
+    entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
+    entry["sig"] = base64.b64encode(signing_key.sign(_signing_payload(entry))).decode()
+    return entry, rfc8785.dumps(entry)
+
+
+def check_append(signing_key: Ed25519PrivateKey | None, where: object, outcome: str) -> None:
+    """Why an append may not go ahead, raised before anything is written."""
+    if signing_key is None:
+        raise PermissionError(f"{where}: no audit signing key configured; this log is read-only")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+
+
 class AuditLog:
     """An append-only, tamper-evident log at ``path``; checkpoints go to ``<path>.checkpoints/``.
 
@@ -125,7 +150,7 @@ class AuditLog:
 
     def __init__(self, path: str | Path, *, signing_key: Ed25519PrivateKey | None = None,
                  public_key: Ed25519PublicKey | None = None, checkpoint_dir: str | Path | None = None,
-                 checkpoint_every: int = 256, origin: str = "idavatar-governance-audit", fsync: bool = True):
+                 checkpoint_every: int = 256, origin: str | None = None, fsync: bool = True):
         self.path = Path(path)
         self.signing_key = signing_key
         self.public_key = public_key or (signing_key.public_key() if signing_key else None)
@@ -146,10 +171,7 @@ class AuditLog:
                object: str | None = None, role: str | None = None,
                details: dict[str, Any] | None = None) -> dict[str, Any]:
         """Append one entry and return it (with its ``seq``)."""
-        if self.signing_key is None:
-            raise PermissionError(f"{self.path}: no audit signing key configured; this log is read-only")
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        check_append(self.signing_key, self.path, outcome)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         try:
@@ -163,7 +185,8 @@ class AuditLog:
             # append still returns only once its own line is on disk.
             if self.fsync:
                 os.fsync(fd)
-            if self.checkpoint_every and entry["seq"] % self.checkpoint_every == 0:
+            # The first entry is checkpointed too, so a log with entries and no checkpoint is never legitimate.
+            if self.checkpoint_every and (entry["seq"] % self.checkpoint_every == 0 or entry["seq"] == 1):
                 with _exclusive(fd):
                     self._write_checkpoint(fd)
         finally:
@@ -183,9 +206,8 @@ class AuditLog:
             os.close(fd)
 
     def _write_entry(self, fd: int, seq: int, prev: str, **fields: Any) -> dict[str, Any]:
-        entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **fields, "prev": prev}
-        entry["sig"] = base64.b64encode(self.signing_key.sign(_signing_payload(entry))).decode()
-        data = rfc8785.dumps(entry) + b"\n"
+        entry, line = build_entry(seq, prev, self.signing_key, **fields)
+        data = line + b"\n"
         written = os.write(fd, data)
         if written != len(data):
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes)")
@@ -242,7 +264,8 @@ class AuditLog:
         tree = MerkleTree()
         for line in self._complete_lines():
             tree.append(line)
-        return self.checkpoints.write(Checkpoint(self.origin, tree.size, tree.root()), self.signing_key)
+        checkpoint = Checkpoint(self.origin or LEGACY_ORIGIN, tree.size, tree.root())
+        return self.checkpoints.write(checkpoint, self.signing_key)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -266,68 +289,186 @@ class AuditLog:
                     yield line[:-1]
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every complete entry, parsed (no verification)."""
-        return [json.loads(line) for line in self._complete_lines()]
+        """Every complete entry that parses as a JSON object (no verification)."""
+        return list(parse_entries(self._complete_lines()))
 
-    def verify(self) -> AuditVerification:
-        """Check every entry (form, sequence, chain, signature), the tail, and every checkpoint."""
+    def verify(self, *, allow_unchecked_tail: int | None = None, state: Checkpoint | None = None,
+               witnesses: Sequence[VerifierKey] = ()) -> AuditVerification:
+        """Check every entry, every checkpoint and the tail (see ``verify_log``), and that the file
+        does not end in a torn entry."""
         if self.public_key is None:
             raise ValueError("verifying the audit log needs its public key")
-        checkpoints: dict[int, Checkpoint] = {}
-        for path in self.checkpoints.paths():
-            try:
-                checkpoint = Checkpoint.parse_and_verify(path.read_text(), self.public_key)
-            except (CheckpointError, ValueError) as error:
-                return AuditVerification(False, 0, len(checkpoints), None, f"checkpoint {path}: {error}")
-            if checkpoint.origin != self.origin:
-                return AuditVerification(False, 0, len(checkpoints), None,
-                                         f"checkpoint {path}: origin {checkpoint.origin!r}, expected {self.origin!r}")
-            checkpoints[checkpoint.size] = checkpoint
-        tree = MerkleTree()
-        prev = GENESIS
         size = self.path.stat().st_size if self.path.exists() else 0
         with tqdm(total=size, unit="B", unit_scale=True, desc="audit verify",
                   disable=size < _PROGRESS_BYTES) as progress:
-            for seq, line in enumerate(self._complete_lines(), start=1):
-                progress.update(len(line) + 1)
-                problem = self._check_line(line, seq, prev)
-                if problem:
-                    return AuditVerification(False, tree.size, len(checkpoints), seq, problem)
-                tree.append(line)
-                prev = line_hash(line)
-                expected = checkpoints.get(tree.size)
-                if expected and expected.root_hash != tree.root():
-                    matched = max((n for n in checkpoints if n < tree.size), default=0)
-                    return AuditVerification(
-                        False, tree.size, len(checkpoints), None,
-                        f"the first {tree.size} entries do not match their signed checkpoint: history was "
-                        f"rewritten with the signing key, at or after entry {matched + 1}")
+            def lines() -> Iterator[bytes]:
+                for line in self._complete_lines():
+                    progress.update(len(line) + 1)
+                    yield line
+            result = verify_log(lines(), list(self.checkpoints.stored()), self.public_key, origin=self.origin,
+                                checkpoint_every=self.checkpoint_every, allow_unchecked_tail=allow_unchecked_tail,
+                                state=state, witnesses=witnesses)
         torn = self._find_torn_tail()
-        if torn:
-            return AuditVerification(False, tree.size, len(checkpoints), torn.line,
+        bad_entry_before_torn = result.first_bad == result.entries + 1 and torn and result.first_bad < torn.line
+        if torn and not bad_entry_before_torn:
+            return AuditVerification(False, result.entries, result.checkpoints, torn.line,
                                      f"torn entry ({torn.length} bytes at offset {torn.offset}, "
                                      "no newline): an append was interrupted")
-        if checkpoints and max(checkpoints) > tree.size:
-            return AuditVerification(False, tree.size, len(checkpoints), tree.size + 1,
-                                     f"log truncated: a signed checkpoint covers {max(checkpoints)} entries, "
-                                     f"the log has {tree.size}")
-        return AuditVerification(True, tree.size, len(checkpoints))
+        return result
 
-    def _check_line(self, line: bytes, seq: int, prev: str) -> str | None:
+
+# -- verification over any sequence of entry lines (independent of where the log is stored) ----------
+
+def parse_entries(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    for line in lines:
         try:
             entry = json.loads(line)
-        except ValueError as error:
-            return f"not valid JSON ({error})"
-        if not isinstance(entry, dict) or set(entry) != _FIELDS:
-            return "not an audit entry (wrong fields)"
-        if rfc8785.dumps(entry) != line:
-            return "not in canonical JSON form (edited)"
-        if entry["seq"] != seq:
-            return f"sequence number is {entry['seq']}, expected {seq} (entry deleted, inserted or reordered)"
-        if entry["prev"] != prev:
-            return "hash of the previous entry does not match (entry edited, deleted, inserted or reordered)"
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(entry, dict):
+            yield entry
+
+
+def _field_problem(entry: dict[str, Any]) -> str | None:
+    if type(entry["seq"]) is not int:
+        return f"sequence number {entry['seq']!r} is not an integer"
+    for name in ("time", "actor", "action", "prev", "sig"):
+        if not isinstance(entry[name], str):
+            return f"field {name!r} is not a string"
+    for name in ("role", "subject", "object"):
+        if entry[name] is not None and not isinstance(entry[name], str):
+            return f"field {name!r} is neither a string nor null"
+    if entry["outcome"] not in OUTCOMES:
+        return f"outcome {entry['outcome']!r} is not one of {OUTCOMES}"
+    if entry["details"] is not None and not isinstance(entry["details"], dict):
+        return "field 'details' is neither an object nor null"
+    return None
+
+
+def check_entry(line: bytes, seq: int, prev: str, public_key: Ed25519PublicKey) -> str | None:
+    """Why the canonical line ``line`` is not entry ``seq`` following the line hashed ``prev``, or None."""
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError) as error:
+        return f"not valid JSON ({error})"
+    if not isinstance(entry, dict) or set(entry) != _FIELDS:
+        return "not an audit entry (wrong fields)"
+    problem = _field_problem(entry)
+    if problem:
+        return problem
+    try:
+        canonical = rfc8785.dumps(entry)
+    except (rfc8785.CanonicalizationError, ValueError, RecursionError) as error:
+        return f"not representable as RFC 8785 canonical JSON ({error})"
+    if canonical != line:
+        return "not in canonical JSON form (edited)"
+    if entry["seq"] != seq:
+        return f"sequence number is {entry['seq']}, expected {seq} (entry deleted, inserted or reordered)"
+    if entry["prev"] != prev:
+        return "hash of the previous entry does not match (entry edited, deleted, inserted or reordered)"
+    try:
+        public_key.verify(base64.b64decode(entry["sig"], validate=True), _signing_payload(entry))
+    except (InvalidSignature, ValueError):
+        return "signature invalid (entry edited or forged)"
+    return None
+
+
+def _verified_checkpoints(stored: Iterable[StoredCheckpoint], public_key: Ed25519PublicKey,
+                          origin: str | None) -> tuple[dict[int, tuple[Checkpoint, str]], str | None]:
+    """({tree size: (checkpoint, note)}, None), or ({}, the reason one is bad)."""
+    checkpoints: dict[int, tuple[Checkpoint, str]] = {}
+    for item in stored:
         try:
-            self.public_key.verify(base64.b64decode(entry["sig"]), _signing_payload(entry))
-        except (InvalidSignature, ValueError):
-            return "signature invalid (entry edited or forged)"
-        return None
+            checkpoint = Checkpoint.parse_and_verify(item.note, public_key, origin)
+        except CheckpointError as error:
+            return {}, f"checkpoint {item.label}: {error}"
+        if item.claimed_size != checkpoint.size:
+            claimed = "no tree size" if item.claimed_size is None else f"{item.claimed_size} entries"
+            return {}, (f"checkpoint {item.label}: its name says {claimed}, its signature {checkpoint.size} "
+                        "(a checkpoint was replaced or renamed)")
+        origin = checkpoint.origin
+        checkpoints[checkpoint.size] = (checkpoint, item.note)
+    return checkpoints, None
+
+
+def verify_log(lines: Iterable[bytes], stored_checkpoints: Iterable[StoredCheckpoint],
+               public_key: Ed25519PublicKey, *, origin: str | None, checkpoint_every: int,
+               allow_unchecked_tail: int | None = None, state: Checkpoint | None = None,
+               witnesses: Sequence[VerifierKey] = ()) -> AuditVerification:
+    """Verify a log given as its entry lines (canonical JSON, no newline) and its stored checkpoints.
+
+    Every entry: form, sequence, chain, signature. Every checkpoint: signature by ``public_key``
+    under ``origin`` (None: the checkpoints' own, which must agree), tree size equal to the size its
+    storage name claims, root equal to the log's at that size, size within the log. The tail: at
+    most ``checkpoint_every`` entries after the newest checkpoint, none when there is no checkpoint
+    (``allow_unchecked_tail`` overrides both). ``state``: a checkpoint accepted before, of which the
+    newest checkpoint must be an append-only extension (RFC 9162 consistency proof).
+    ``witnesses``: each must have cosigned some checkpoint.
+    """
+    checkpoints, problem = _verified_checkpoints(stored_checkpoints, public_key, origin)
+    if problem:
+        return AuditVerification(False, 0, 0, None, problem)
+    tree = MerkleTree()
+    leaf_hashes: list[bytes] = []
+    prev = GENESIS
+    for seq, line in enumerate(lines, start=1):
+        problem = check_entry(line, seq, prev, public_key)
+        if problem:
+            return AuditVerification(False, tree.size, len(checkpoints), seq, problem)
+        leaf = leaf_hash(line)
+        tree.append_leaf_hash(leaf)
+        if state is not None:
+            leaf_hashes.append(leaf)
+        prev = line_hash(line)
+        expected = checkpoints.get(tree.size)
+        if expected and expected[0].root_hash != tree.root():
+            matched = max((n for n in checkpoints if n < tree.size), default=0)
+            return AuditVerification(
+                False, tree.size, len(checkpoints), None,
+                f"the first {tree.size} entries do not match their signed checkpoint: history was "
+                f"rewritten with the signing key, at or after entry {matched + 1}")
+    count = len(checkpoints)
+    newest = max(checkpoints, default=0)
+    if newest > tree.size:
+        return AuditVerification(False, tree.size, count, tree.size + 1,
+                                 f"log truncated: a signed checkpoint covers {newest} entries, the log has {tree.size}")
+    unchecked = tree.size - newest
+    allowed = allow_unchecked_tail if allow_unchecked_tail is not None else (checkpoint_every if checkpoints else 0)
+    if unchecked > allowed:
+        what = (f"{unchecked} entries and no signed checkpoint" if not checkpoints else
+                f"{unchecked} entries after the newest signed checkpoint (of {newest}), more than {allowed}")
+        return AuditVerification(
+            False, tree.size, count, newest + 1,
+            f"{what}: checkpoints were deleted or replaced, or entries appended without them; if this "
+            "is expected, sign one (`audit checkpoint`) or pass --allow-unchecked-tail N")
+    notes = [f"{unchecked} entries after the newest signed checkpoint"] if unchecked else []
+    newest_note = checkpoints[newest][1] if checkpoints else None
+    for witness in witnesses:
+        cosigned = [(size, stamp) for size, (_, note) in checkpoints.items()
+                    if (stamp := cosigned_at(note, witness)) is not None]
+        if not cosigned:
+            return AuditVerification(False, tree.size, count, None,
+                                     f"no checkpoint carries a valid cosignature by witness {witness.name!r}")
+        size, stamp = max(cosigned)
+        when = dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat()
+        notes.append(f"witness {witness.name} cosigned the first {size} entries at {when}")
+    if state is not None:
+        problem = _inconsistent_with(state, checkpoints.get(newest, (None, ""))[0], leaf_hashes)
+        if problem:
+            return AuditVerification(False, tree.size, count, None, problem)
+        notes.append(f"consistent with the remembered checkpoint of {state.size} entries (RFC 9162 proof)")
+    return AuditVerification(True, tree.size, count, newest_checkpoint=newest_note, notes=tuple(notes))
+
+
+def _inconsistent_with(state: Checkpoint, newest: Checkpoint | None, leaf_hashes: list[bytes]) -> str | None:
+    if newest is None or newest.size < state.size:
+        have = newest.size if newest else 0
+        return (f"rolled back: a signed checkpoint of {state.size} entries was accepted before, the newest here "
+                f"covers {have}")
+    if newest.origin != state.origin:
+        return f"origin {newest.origin!r} is not the remembered log's {state.origin!r}"
+    proof = consistency_proof(leaf_hashes[:newest.size], state.size)
+    if not verify_consistency(state.size, newest.size, state.root_hash, newest.root_hash, proof):
+        return (f"the log is not an append-only extension of the checkpoint of {state.size} entries accepted "
+                "before: history was rewritten")
+    return None

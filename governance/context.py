@@ -9,6 +9,7 @@ A ``governance.toml`` names the files; relative paths are relative to the TOML f
     audit_checkpoints = "audit/audit.jsonl.checkpoints"   # optional; default beside the log
     audit_key = "keys/audit-ed25519.pem"    # private: needed to append; leave out on read-only hosts
     audit_public_key = "keys/audit-ed25519.pub.pem"
+    audit_origin = "idavatar-governance-audit/3f2a..."  # the log's name in its checkpoints; set by init
     signing_cert = "pki/signer.pem"
     signing_key = "pki/signer.key"
     trust_anchors = ["pki/root.pem"]
@@ -27,15 +28,21 @@ from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
+from governance.audit_log import (
+    LEGACY_ORIGIN, AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key,
+)
+from governance.checkpoint import VerifierKey, fingerprint
+from governance.audit_sql import SqlAuditLog
 from governance.compliance import ComplianceReport, audit_dir
 from governance.consent import ConsentRecord, Purpose
+from governance.database import StoreLocation, is_url
 from governance.keys import MASTER_KEY_ENV, LocalMasterKey
 from governance.pki import init_test_pki
 from governance.provenance import ImageSigner, ProvenanceResult, ProvenanceVerifier, SigningIdentity, file_digest
 from governance.registry import ConsentDecision, ConsentRefused, ConsentRegistry
 from governance.roles import Actor, Permission
 from governance.vault import PhotoVault
+from governance.vault_keys import SqlKeyStore
 
 CONFIG_ENV = "GOVERNANCE_CONFIG"
 CONFIG_NAME = "governance.toml"
@@ -44,13 +51,14 @@ CONFIG_NAME = "governance.toml"
 class GovernanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    registry: Path
+    registry: StoreLocation
     vault: Path
     master_key: Path | None = None
-    audit_log: Path
+    audit_log: StoreLocation
     audit_checkpoints: Path | None = None
     audit_key: Path | None = None
     audit_public_key: Path
+    audit_origin: str = LEGACY_ORIGIN
     signing_cert: Path | None = None
     signing_key: Path | None = None
     trust_anchors: list[Path] = Field(default_factory=list)
@@ -105,14 +113,17 @@ class GovernanceContext:
             raise FileExistsError(f"{config_path} already exists")
         (directory / "keys").mkdir(parents=True, exist_ok=True)
         LocalMasterKey.generate_file(directory / "keys" / "master.key")
-        generate_key_pair(directory / "keys" / "audit-ed25519.pem", directory / "keys" / "audit-ed25519.pub.pem")
+        audit_key = generate_key_pair(directory / "keys" / "audit-ed25519.pem",
+                                      directory / "keys" / "audit-ed25519.pub.pem")
+        # C2SP wants an origin unique to each log: the key's fingerprint makes it so.
+        origin = f"{LEGACY_ORIGIN}/{fingerprint(audit_key.public_key()).removeprefix('sha256:')[:16]}"
         init_test_pki(directory / "pki")
         config = GovernanceConfig(
             registry=Path("consent.sqlite"), vault=Path("vault"), master_key=Path("keys/master.key"),
             audit_log=Path("audit/audit.jsonl"), audit_key=Path("keys/audit-ed25519.pem"),
-            audit_public_key=Path("keys/audit-ed25519.pub.pem"), signing_cert=Path("pki/signer.pem"),
-            signing_key=Path("pki/signer.key"), trust_anchors=[Path("pki/root.pem")],
-            controller=controller, jurisdiction=jurisdiction)
+            audit_public_key=Path("keys/audit-ed25519.pub.pem"), audit_origin=origin,
+            signing_cert=Path("pki/signer.pem"), signing_key=Path("pki/signer.key"),
+            trust_anchors=[Path("pki/root.pem")], controller=controller, jurisdiction=jurisdiction)
         config_path.write_text(config.to_toml())
         return cls.load(config_path)
 
@@ -123,10 +134,19 @@ class GovernanceContext:
         return ConsentRegistry(self.config.registry)
 
     @cached_property
-    def audit_log(self) -> AuditLog:
+    def audit_log(self) -> AuditLog | SqlAuditLog:
         key = load_private_key(self.config.audit_key) if self.config.audit_key else None
+        public_key = load_public_key(self.config.audit_public_key)
+        if is_url(self.config.audit_log):
+            return SqlAuditLog(self.config.audit_log, signing_key=key, public_key=public_key,
+                               origin=self.config.audit_origin)
         return AuditLog(self.config.audit_log, signing_key=key, checkpoint_dir=self.config.audit_checkpoints,
-                        public_key=load_public_key(self.config.audit_public_key))
+                        public_key=public_key, origin=self.config.audit_origin)
+
+    @property
+    def audit_vkey(self) -> VerifierKey:
+        """The log's public key as a C2SP vkey string's parts (what auditors pin)."""
+        return VerifierKey(self.config.audit_origin, self.audit_log.public_key)
 
     def master_key(self) -> LocalMasterKey:
         if self.config.master_key is not None:
@@ -135,7 +155,9 @@ class GovernanceContext:
 
     @cached_property
     def vault(self) -> PhotoVault:
-        return PhotoVault(self.config.vault, self.master_key(), self.registry, self.audit_log)
+        # With the registry on a server, the data keys go there too: one key per subject for every host.
+        keys = SqlKeyStore(self.config.registry) if is_url(self.config.registry) else None
+        return PhotoVault(self.config.vault, self.master_key(), self.registry, self.audit_log, keys)
 
     @cached_property
     def signer(self) -> ImageSigner:
@@ -189,8 +211,13 @@ class GovernanceContext:
                       details={"reason": reason})
             raise ConsentRefused(ConsentDecision(subject, Purpose.AVATAR_GENERATION, now, False, reason,
                                                  consent_record_id))
-        signed = self.signer.sign(image, dest, generator=generator, model_version=model_version,
-                                  consent_record_id=consent_record_id, signed_at=now)
+        try:
+            signed = self.signer.sign(image, dest, generator=generator, model_version=model_version,
+                                      consent_record_id=consent_record_id, signed_at=now)
+        except Exception as error:  # any failure leaves its trace before it propagates
+            self._log(actor, "provenance.sign", subject=subject, object=str(image), outcome="error",
+                      details={"reason": f"{type(error).__name__}: {error}", "consent_record_id": consent_record_id})
+            raise
         self._log(actor, "provenance.sign", subject=subject, object=file_digest(signed),
                   details={"file": signed.name, "consent_record_id": consent_record_id,
                            "generator": generator, "model_version": model_version, "signed_at": now.isoformat()})
@@ -206,4 +233,4 @@ class GovernanceContext:
         return self.audit_log.verify()
 
     def audit_dir(self, folder: str | Path) -> ComplianceReport:
-        return audit_dir(folder, self)
+        return audit_dir(folder, verifier=self.verifier, audit_log=self.audit_log, registry=self.registry)

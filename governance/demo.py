@@ -31,4 +31,5 @@ def create_demo_governance(folder: str | Path, subjects: Iterable[str]) -> Gover
                 subject, DEMO_PURPOSES, controller=gov.config.controller, jurisdiction=gov.config.jurisdiction,
                 actor=DEMO_ACTOR, lawful_basis=LawfulBasis.LEGITIMATE_INTEREST,
                 pii_categories=[DataCategory.FACIAL, DataCategory.PICTURE]), actor=admin)
+    gov.audit_log.checkpoint()  # the end of a batch: sign the log as it is (also for a workspace made earlier)
     return gov

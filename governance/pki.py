@@ -9,6 +9,7 @@ Production certificates and trust anchors are configured by path instead.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def _issue_signer(root: x509.Certificate, root_key: ec.EllipticCurvePrivateKey,
 def init_test_pki(directory: str | Path, *, root_name: str = "idavatar test root CA") -> LocalPki:
     """Create a test root CA and an ES256 signing certificate issued by it in ``directory``.
 
+    The root's common name ends in its key's fingerprint, so two test PKIs never share a name.
+
     Files: ``root.pem`` (the trust anchor to configure), ``root.key``, ``signer.pem`` (signing
     certificate chain, leaf first), ``signer.key`` and a ``NOT-FOR-PRODUCTION.txt`` label.
     """
@@ -90,7 +93,9 @@ def init_test_pki(directory: str | Path, *, root_name: str = "idavatar test root
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _issue_root(root_name, root_key, now)
+    public_der = root_key.public_key().public_bytes(serialization.Encoding.DER,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+    root = _issue_root(f"{root_name} {hashlib.sha256(public_der).hexdigest()[:16]}", root_key, now)
     signer_key = ec.generate_private_key(ec.SECP256R1())
     signer = _issue_signer(root, root_key, signer_key, now)
 

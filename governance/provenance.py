@@ -5,16 +5,17 @@ trainedAlgorithmicMedia, the generator and model version) and ``com.idavatar.con
 references the consent record id and the signing time — never the photo, an embedding or any other
 biometric data.
 
-Verification reports one of four statuses. Only ``trusted`` passes: the C2PA reader says ``Valid``
+Verification reports one of five statuses. Only ``trusted`` passes: the C2PA reader says ``Valid``
 for a correct signature from an unknown root, and an image library's re-save drops the manifest
-altogether, so ``untrusted`` and ``no-manifest`` are failures like ``tampered``.
+altogether, so ``untrusted`` and ``no-manifest`` are failures like ``tampered`` (hashes or signature
+do not match). ``unreadable`` is a file that cannot be read or parsed at all (I/O error, empty,
+truncated, not the image type its name says, unsupported type).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,9 @@ from tqdm import tqdm
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 CONSENT_ASSERTION = "com.idavatar.consent"
-STATUSES = ("trusted", "untrusted", "tampered", "no-manifest")
+STATUSES = ("trusted", "untrusted", "tampered", "no-manifest", "unreadable")
+# Reader errors from a signature check; every other reader error is about reading or parsing the bytes.
+_SIGNATURE_ERRORS = (c2pa.C2paError.Signature, c2pa.C2paError.Verify)
 MIME_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
@@ -130,12 +133,14 @@ class ProvenanceVerifier:
     def verify(self, path: str | Path) -> ProvenanceResult:
         path = Path(path)
         try:
-            data = path.read_bytes()
-            reader = c2pa.Reader.try_create(mime_type(path), io.BytesIO(data), None, self._context)
+            with open(path, "rb") as stream:  # streamed: the reader never needs the whole file in memory
+                reader = c2pa.Reader.try_create(mime_type(path), stream, None, self._context)
         except (OSError, ValueError) as error:
-            return ProvenanceResult(str(path), "no-manifest", detail=f"cannot read: {error}")
+            return ProvenanceResult(str(path), "unreadable", detail=f"cannot read: {error}")
+        except _SIGNATURE_ERRORS as error:
+            return ProvenanceResult(str(path), "tampered", detail=f"signature does not validate: {error}")
         except c2pa.C2paError as error:
-            return ProvenanceResult(str(path), "tampered", detail=f"manifest unreadable: {error}")
+            return ProvenanceResult(str(path), "unreadable", detail=f"cannot parse: {error}")
         if reader is None:
             return ProvenanceResult(str(path), "no-manifest", detail="no C2PA manifest (stripped or never signed)")
         with reader:

@@ -1,31 +1,36 @@
-"""The consent registry: records and their events in SQLite, and the one consent gate, ``check``."""
+"""The consent registry: records and their events in a SQL store, and the one consent gate, ``check``.
+
+The store is a SQLite file by default or a shared PostgreSQL database (``governance/database.py``);
+the schema below is the one definition for both.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from governance.consent import ConsentEvent, ConsentRecord, EventType, Purpose, Refusal
+from governance.database import display, is_url, open_store
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    record_id TEXT PRIMARY KEY,
-    subject TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_by_subject ON records(subject);
-CREATE TABLE IF NOT EXISTS events (
-    record_id TEXT NOT NULL REFERENCES records(record_id),
-    position INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (record_id, position)
-);
-"""
+SCHEMA_VERSION = 1
+_metadata = sa.MetaData()
+_records = sa.Table(
+    "records", _metadata,
+    sa.Column("record_id", sa.String(200), primary_key=True),
+    sa.Column("subject", sa.String(200), nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+_events = sa.Table(
+    "events", _metadata,
+    sa.Column("record_id", sa.String(200), sa.ForeignKey("records.record_id"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
 
 # A refusal from a record that does grant the purpose says more than "purpose not granted".
 _REFUSAL_PRIORITY = [Refusal.WITHDRAWN, Refusal.EXPIRED, Refusal.NOT_YET_VALID,
@@ -57,55 +62,62 @@ class UnknownRecord(KeyError):
     pass
 
 
+class ConcurrentChange(RuntimeError):
+    """Another writer changed the same record at the same moment; read it again and retry."""
+
+
 class ConsentRegistry:
-    """Consent records in a SQLite database file."""
+    """Consent records in a SQLite file (a path) or a PostgreSQL database (a ``postgresql://`` URL)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as db:
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            with db:
-                yield db
+    def __init__(self, location: str | Path):
+        self.location = location if is_url(location) else Path(location)
+        self.engine = open_store(self.location, store="consent registry", metadata=_metadata,
+                                 version=SCHEMA_VERSION)
 
     def add(self, record: ConsentRecord) -> ConsentRecord:
-        with self._transaction() as db:
-            db.execute("INSERT INTO records VALUES (?, ?, ?)", (
-                record.record_id, record.subject, record.model_dump_json(exclude={"events"})))
-            db.executemany("INSERT INTO events VALUES (?, ?, ?)", [
-                (record.record_id, position, event.model_dump_json())
-                for position, event in enumerate(record.events)])
+        with self.engine.begin() as db:
+            db.execute(_records.insert().values(record_id=record.record_id, subject=record.subject,
+                                                body=record.model_dump_json(exclude={"events"})))
+            db.execute(_events.insert(), [{"record_id": record.record_id, "position": position,
+                                           "body": event.model_dump_json()}
+                                          for position, event in enumerate(record.events)])
         return record
 
     def get(self, record_id: str) -> ConsentRecord:
-        with self._transaction() as db:
-            row = db.execute("SELECT body FROM records WHERE record_id = ?", (record_id,)).fetchone()
-            if row is None:
-                raise UnknownRecord(f"no consent record {record_id!r} in {self.path}")
-            return self._load(db, record_id, row[0])
+        with self.engine.connect() as db:
+            body = db.execute(sa.select(_records.c.body).where(_records.c.record_id == record_id)).scalar()
+            if body is None:
+                raise UnknownRecord(f"no consent record {record_id!r} in {display(self.location)}")
+            return self._load(db, record_id, body)
 
     def records_for(self, subject: str) -> list[ConsentRecord]:
-        with self._transaction() as db:
-            rows = db.execute("SELECT record_id, body FROM records WHERE subject = ? ORDER BY rowid",
-                              (subject,)).fetchall()
-            return [self._load(db, record_id, body) for record_id, body in rows]
+        """The subject's records, oldest consent first."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(_records.c.record_id, _records.c.body)
+                              .where(_records.c.subject == subject)).all()
+            records = [self._load(db, record_id, body) for record_id, body in rows]
+        return sorted(records, key=lambda record: (record.events[0].event_time, record.record_id))
 
     @staticmethod
-    def _load(db: sqlite3.Connection, record_id: str, body: str) -> ConsentRecord:
-        events = [json.loads(row[0]) for row in db.execute(
-            "SELECT body FROM events WHERE record_id = ? ORDER BY position", (record_id,))]
+    def _load(db: sa.Connection, record_id: str, body: str) -> ConsentRecord:
+        events = [json.loads(row) for row in db.execute(
+            sa.select(_events.c.body).where(_events.c.record_id == record_id).order_by(_events.c.position)).scalars()]
         return ConsentRecord.model_validate({**json.loads(body), "events": events})
 
     def add_event(self, record_id: str, event: ConsentEvent) -> ConsentRecord:
-        """Append an event (validated against the record's history) and return the updated record."""
+        """Append an event (validated against the record's history) and return the updated record.
+
+        The (record, position) key makes two concurrent appends to one record collide instead of
+        interleaving: the loser gets ``ConcurrentChange``.
+        """
         updated = self.get(record_id).with_event(event)
-        with self._transaction() as db:
-            db.execute("INSERT INTO events VALUES (?, ?, ?)",
-                       (record_id, len(updated.events) - 1, event.model_dump_json()))
+        try:
+            with self.engine.begin() as db:
+                db.execute(_events.insert().values(record_id=record_id, position=len(updated.events) - 1,
+                                                   body=event.model_dump_json()))
+        except IntegrityError:
+            raise ConcurrentChange(f"consent record {record_id!r} changed while this event was added; "
+                                   "read it again and retry") from None
         return updated
 
     def withdraw(self, subject: str, *, actor: str, reason: str | None = None,

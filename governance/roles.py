@@ -1,4 +1,8 @@
-"""Roles and the permission table. A refused action names the role and the permission it lacked."""
+"""Roles and the permission table. A refused action names the role and the permission it lacked.
+
+Verifying (the audit log, provenance, a compliance audit) needs no permission: it uses only public
+material (trust anchors, the log's public key), so any role, or an outsider, may do it.
+"""
 
 from __future__ import annotations
 
@@ -20,14 +24,13 @@ class Permission(str, Enum):
     SIGN = "sign"          # sign a generated image
     WITHDRAW = "withdraw"  # withdraw consent and crypto-shred the subject's key
     ROTATE = "rotate"      # rotate the vault master key
-    VERIFY = "verify"      # verify the audit log, provenance and compliance
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: frozenset({Permission.RECORD, Permission.PUT, Permission.READ, Permission.SIGN,
                               Permission.WITHDRAW}),
-    Role.REVIEWER: frozenset({Permission.READ, Permission.VERIFY}),
-    Role.AUDITOR: frozenset({Permission.VERIFY}),
+    Role.REVIEWER: frozenset({Permission.READ}),
+    Role.AUDITOR: frozenset(),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -6,6 +6,9 @@ Layout under the vault folder::
     keys/<subject>.shredded   tombstone written when the key was crypto-shredded (JSON)
     blobs/<subject>/<file_id> nonce || AES-256-GCM ciphertext; associated data = subject and file id
 
+With a registry on a database server, the wrapped data keys live in that database instead
+(``vault_keys.SqlKeyStore``), so every host shares one key per subject; the blobs stay files.
+
 Backups copy ``blobs/`` only (``backup``): the data keys never leave ``keys/``, so shredding a
 subject's key makes every copy of that subject's photos unreadable. Rotating the master key
 re-wraps the data keys and leaves the photos as they are.
@@ -14,9 +17,7 @@ re-wraps the data keys and leaves the photos as they are.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import secrets
 import shutil
 import uuid
 from pathlib import Path
@@ -32,6 +33,7 @@ from governance.files import write_atomically
 from governance.keys import MasterKeyProvider
 from governance.registry import ConsentRefused, ConsentRegistry
 from governance.roles import Actor, Permission
+from governance.vault_keys import DataKeyStore, FileKeyStore, Tombstone, WrappedKey
 
 _NONCE_BYTES = 12
 _SUBJECT_CHECK = TypeAdapter(SubjectId)
@@ -59,19 +61,14 @@ def _key_context(subject: str) -> bytes:
 
 class PhotoVault:
     def __init__(self, root: str | Path, master_key: MasterKeyProvider, registry: ConsentRegistry,
-                 audit_log: AuditLog):
+                 audit_log: AuditLog, keys: DataKeyStore | None = None):
         self.root = Path(root)
         self.master_key = master_key
         self.registry = registry
         self.audit_log = audit_log
+        self.keys = keys or FileKeyStore(self.root / "keys")
 
     # -- paths ------------------------------------------------------------------------------------
-
-    def _key_path(self, subject: str) -> Path:
-        return self.root / "keys" / f"{_SUBJECT_CHECK.validate_python(subject)}.key"
-
-    def _tombstone_path(self, subject: str) -> Path:
-        return self._key_path(subject).with_suffix(".shredded")
 
     def _blob_dir(self, subject: str) -> Path:
         return self.root / "blobs" / _SUBJECT_CHECK.validate_python(subject)
@@ -84,28 +81,22 @@ class PhotoVault:
     # -- data keys --------------------------------------------------------------------------------
 
     def _data_key(self, subject: str, *, create: bool) -> bytes:
-        path = self._key_path(subject)
-        if create and not path.exists():
-            try:
-                self._store_data_key(subject, AESGCM.generate_key(bit_length=256), self.master_key, overwrite=False)
-            except FileExistsError:
-                pass  # a concurrent put created it first: use that one
-        if not path.exists():
-            tombstone = self._tombstone_path(subject)
-            if tombstone.exists():
-                shredded = json.loads(tombstone.read_text())
-                raise KeyShredded(f"subject {subject!r}: data key crypto-shredded at {shredded['time']} "
-                                  f"by {shredded['actor']}; their photos are unreadable")
+        subject = _SUBJECT_CHECK.validate_python(subject)
+        stored = self.keys.get(subject)
+        if stored is None and create:
+            self.keys.create(self._wrap(subject, AESGCM.generate_key(bit_length=256), self.master_key))
+            stored = self.keys.get(subject)  # a concurrent first put may have won: use its key
+        if stored is None:
+            tombstone = self.keys.tombstone(subject)
+            if tombstone is not None:
+                raise KeyShredded(f"subject {subject!r}: data key crypto-shredded at {tombstone.time} "
+                                  f"by {tombstone.actor}; their photos are unreadable")
             raise VaultError(f"subject {subject!r}: no photos in the vault {self.root}")
-        stored = json.loads(path.read_text())
-        return self.master_key.unwrap(bytes.fromhex(stored["wrapped_key"]), _key_context(subject))
+        return self.master_key.unwrap(stored.wrapped_key, _key_context(subject))
 
-    def _store_data_key(self, subject: str, data_key: bytes, master_key: MasterKeyProvider, *,
-                        overwrite: bool = True) -> None:
-        wrapped = master_key.wrap(data_key, _key_context(subject))
-        write_atomically(self._key_path(subject), json.dumps(
-            {"subject": subject, "master_key_id": master_key.key_id, "wrapped_key": wrapped.hex()}).encode(),
-            overwrite=overwrite)
+    @staticmethod
+    def _wrap(subject: str, data_key: bytes, master_key: MasterKeyProvider) -> WrappedKey:
+        return WrappedKey(subject, master_key.key_id, master_key.wrap(data_key, _key_context(subject)))
 
     # -- the gate ---------------------------------------------------------------------------------
 
@@ -178,16 +169,8 @@ class PhotoVault:
         self._require(actor, Permission.WITHDRAW, "vault.withdraw", subject, None)
         now = dt.datetime.now(dt.timezone.utc)
         withdrawn = [r.record_id for r in self.registry.withdraw(subject, actor=actor.name, reason=reason, at=now)]
-        key_path = self._key_path(subject)
-        shredded = key_path.exists()
-        if shredded:
-            with open(key_path, "r+b") as handle:  # overwrite before unlinking, for what it is worth on this disk
-                handle.write(secrets.token_bytes(max(1, key_path.stat().st_size)))
-                handle.flush()
-                os.fsync(handle.fileno())
-            write_atomically(self._tombstone_path(subject), json.dumps(
-                {"subject": subject, "time": now.isoformat(), "actor": actor.name}).encode())
-            key_path.unlink()
+        shredded = self.keys.shred(_SUBJECT_CHECK.validate_python(subject),
+                                   Tombstone(subject, now.isoformat(), actor.name))
         shutil.rmtree(self._blob_dir(subject), ignore_errors=True)
         self._log(actor, "vault.withdraw", subject, None, "ok",
                   {"records_withdrawn": withdrawn, "key_shredded": shredded, "reason": reason})
@@ -200,13 +183,11 @@ class PhotoVault:
         """
         self._require(actor, Permission.ROTATE, "vault.rotate", None, None)
         rewrapped = 0
-        for path in sorted((self.root / "keys").glob("*.key")):
-            stored = json.loads(path.read_text())
-            if stored["master_key_id"] == new_master_key.key_id:
+        for stored in list(self.keys):
+            if stored.master_key_id == new_master_key.key_id:
                 continue
-            subject = stored["subject"]
-            data_key = self.master_key.unwrap(bytes.fromhex(stored["wrapped_key"]), _key_context(subject))
-            self._store_data_key(subject, data_key, new_master_key)
+            data_key = self.master_key.unwrap(stored.wrapped_key, _key_context(stored.subject))
+            self.keys.replace(self._wrap(stored.subject, data_key, new_master_key))
             rewrapped += 1
         self._log(actor, "vault.rotate", None, new_master_key.key_id, "ok",
                   {"from": self.master_key.key_id, "to": new_master_key.key_id, "rewrapped": rewrapped})

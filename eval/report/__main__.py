@@ -10,6 +10,7 @@ from pathlib import Path
 from eval.report import build_report
 from eval.report.gates import DEFAULT_GATES_FILE, GatesFileError
 from eval.report.run import RunError
+from eval.review.export import ReviewsError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -22,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline-system", help="the baseline's system (default: the candidate's name, or its only one)")
     parser.add_argument("--gates", type=Path, default=DEFAULT_GATES_FILE, help="gates file (default: %(default)s)")
     parser.add_argument("--calibration", type=Path, help="calibration JSON (eval.calibrate) for thresholds and ROC")
+    parser.add_argument("--reviews", type=Path,
+                        help="human-review export folder (python -m eval.review export) for the Human review section")
     parser.add_argument("--governance", type=Path,
                         help="governance config (default: $GOVERNANCE_CONFIG, else ./governance.toml)")
     return parser.parse_args(argv)
@@ -32,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = build_report(args.run, out=args.out, baseline=args.baseline, system=args.system,
                            baseline_system=args.baseline_system,
-                           gates_file=args.gates, calibration=args.calibration, governance=args.governance)
-    except (RunError, GatesFileError) as exc:
+                           gates_file=args.gates, calibration=args.calibration, governance=args.governance,
+                           reviews=args.reviews)
+    except (RunError, GatesFileError, ReviewsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(out)

@@ -32,6 +32,7 @@ class Comparison:
     candidate_label: str  # "run:system"
     baseline_label: str
     deltas: dict[str, MetricDelta] = field(default_factory=dict)
+    baseline_system: str | None = None
 
 
 def _finite(value) -> float | None:
@@ -72,4 +73,4 @@ def compare_runs(candidate, baseline) -> Comparison:
         raise RunError(f"cannot compare {candidate.name}:{candidate.candidate} with baseline "
                        f"{baseline.name}:{baseline.candidate}: {exc}") from exc
     return Comparison(f"{candidate.name}:{candidate.candidate}", f"{baseline.name}:{baseline.candidate}",
-                      deltas_from_table(table))
+                      deltas_from_table(table), baseline.candidate)

@@ -49,6 +49,15 @@ class GovernanceGates(_Strict):
     audit_log: bool = True
 
 
+class ReviewGates(_Strict):
+    """Gates on the human review (eval.review.stats); without reviews each is unavailable."""
+
+    min_mos_likeness: float | None = 3.5
+    min_alpha: float = Field(default=0.667, ge=-1, le=1)  # below it the MOS does not count
+    ab_significance: float | None = Field(default=0.05, gt=0, lt=1)  # sign test level vs --baseline
+    approval: bool = True  # every image of the candidate has a standing approval
+
+
 class GateSpec(_Strict):
     """The parsed gates file."""
 
@@ -59,6 +68,7 @@ class GateSpec(_Strict):
     max: dict[str, float] = Field(default_factory=dict)
     regression: RegressionGates | None = None
     governance: GovernanceGates = Field(default_factory=GovernanceGates)
+    review: ReviewGates = Field(default_factory=ReviewGates)
 
 
 class GatesFileError(ValueError):
@@ -275,6 +285,8 @@ def governance_gates(spec: GateSpec, checks: GovernanceChecks, stand_in: str | N
 
 def evaluate_gates(spec: GateSpec, run: ReviewRun, comparison: Comparison | None = None) -> list[GateResult]:
     """Every gate's verdict for the run's candidate system."""
+    from eval.report.review_gates import review_gates  # it builds on this module's GateResult
+
     system = run.candidate
     checks = run.governance or not_configured("no governance checks were run")
     subjects = run.rows(system)["subject"].unique()
@@ -282,4 +294,5 @@ def evaluate_gates(spec: GateSpec, run: ReviewRun, comparison: Comparison | None
             + bound_gates(spec, run.summary, system)
             + regression_gates(spec, run.summary, comparison.deltas if comparison else None,
                                comparison.baseline_label if comparison else None)
-            + governance_gates(spec, checks.restricted_to(system, subjects), run.stand_in))
+            + governance_gates(spec, checks.restricted_to(system, subjects), run.stand_in)
+            + review_gates(spec, run, comparison))

@@ -21,7 +21,7 @@ COLOURS = ("#1f5fbf", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#5
 COPY_PASTE_FILL = "#ffc9c9"
 
 
-def _svg(figure) -> str:
+def figure_svg(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
@@ -80,10 +80,10 @@ def identity_diversity_scatter(summary: dict, recognizer: str, diversity_metrics
     for axis in list(axes.flat)[len(diversity_metrics):]:
         axis.set_visible(False)
     figure.tight_layout()
-    return _svg(figure)
+    return figure_svg(figure)
 
 
-def roc_curves(curves: dict[str, dict]) -> str:
+def roc_curves(curves: dict[str, dict], title: str = "Recognizer calibration (ROC)") -> str:
     """ROC per recognizer: `curves[recognizer]` holds `fpr`, `tpr`, optionally `auc` and the chosen
     operating point `threshold_fpr`/`threshold_tpr`/`threshold`."""
     figure, axis = plt.subplots(figsize=(7.0, 6.0))
@@ -102,8 +102,8 @@ def roc_curves(curves: dict[str, dict]) -> str:
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel("false accept rate (different people)")
     axis.set_ylabel("true accept rate (same person)")
-    axis.set_title("Recognizer calibration (ROC)")
+    axis.set_title(title)
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    return _svg(figure)
+    return figure_svg(figure)

@@ -12,6 +12,7 @@ from eval.report import plots, sections
 from eval.report.calibration import calibration_view
 from eval.report.comparison import Comparison
 from eval.report.gates import GateSpec, evaluate_gates
+from eval.report.human_review import human_review_view
 from eval.report.metrics import METHODS
 from eval.report.run import ReviewRun
 
@@ -69,6 +70,7 @@ def render_report(run: ReviewRun, spec: GateSpec, comparison: Comparison | None 
         "calibration": calibration,
         "roc": plots.roc_curves(calibration.curves) if calibration and calibration.curves else None,
         "comparison": comparison,
+        "human": human_review_view(run.human_review, run.scores),
         "comparison_rows": sections.comparison_rows(comparison) if comparison else [],
         "models": _models(run.summary),
         "trained_with": run.summary.get("trained_with", {}),

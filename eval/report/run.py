@@ -9,11 +9,15 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import platformdirs
 
 from eval.report.governance_checks import GovernanceChecks, check_governance, load_context, not_configured
+
+if TYPE_CHECKING:
+    from eval.report.human_review import HumanReview
 
 DEMO_CANDIDATE = "ideal"
 DEMO_STAND_IN = "demo run: its outputs are real photographs standing in for generated avatars"
@@ -35,6 +39,7 @@ class ReviewRun:
     calibration_source: str = ""  # the file, or why there is no calibration
     governance: GovernanceChecks | None = None
     stand_in: str | None = None  # set when the outputs are not generated images (the demo)
+    human_review: HumanReview | None = None  # the reviewers' judgments, when the run has any
 
     @property
     def systems(self) -> list[str]:

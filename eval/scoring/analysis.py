@@ -4,9 +4,10 @@ Per image (by content hash) the cache holds two kinds of record:
 - the main face's geometry, pose, expression and aligned crop, keyed by the detector / pose /
   expression models (with their weight hashes) and `FACES_VERSION`;
 - one embedding per recognizer, keyed by that recognizer's models and `EMBED_VERSION`.
-An image missing everything goes through the analyzer in one batch; an image missing only some
+Images missing everything go to the engine (`LocalFaceEngine`, or a replacement with the same two
+methods) in chunks, each chunk committed to the cache before the next; an image missing only some
 recognizers' embeddings has just those computed from its cached face, so changing one recognizer
-recomputes only its column.
+recomputes only its column. Every miss is decoded from the very bytes that were hashed.
 """
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.cache import ResultCache
-from eval.faces import Face, FaceAnalyzer, ImageAnalysis, load_image
+from tqdm import tqdm
+
+from eval.cache import ResultCache, sha256_bytes
+from eval.faces import Face, FaceAnalyzer, FaceInputError, ImageAnalysis
+from eval.faces.images import decode_image, read_image_bytes
 from eval.files import sha256_file
 from eval.models import ModelNotFound, file_sha256, model_path
 
 FACES_VERSION = "faces-v1"
 EMBED_VERSION = "embed-v1"
 OPTIONAL_RECOGNIZERS = ("arcface",)
+CACHE_CHUNK = 32  # misses analysed, then committed to the cache, together
 
 
 def default_recognizers() -> list[str]:
@@ -81,10 +86,93 @@ def _distinct(records: list[ImageRecord]) -> list[ImageRecord]:
     return list({record.sha256: record for record in records}.values())
 
 
+@dataclass(frozen=True)
+class Miss:
+    """An image the cache has no record for: its path and the sha256 its bytes had when hashed."""
+
+    path: Path
+    sha256: str
+
+
+class ImageChanged(FaceInputError):
+    """The file is no longer the bytes that were hashed (replaced, deleted, unreadable): its result
+    must not be cached under the old hash."""
+
+
+def verified_pixels(miss: Miss) -> np.ndarray:
+    """The pixels of exactly the bytes hashed as `miss.sha256`: one read, hashed and decoded.
+
+    Raises ImageChanged when the file's bytes are not those any more (or cannot be read again), and
+    FaceInputError when those bytes are not a usable image (a property of the bytes: cacheable)."""
+    try:
+        data = read_image_bytes(miss.path)
+    except FaceInputError as error:
+        raise ImageChanged(miss.path, f"{error.reason} (it was readable when hashed)") from None
+    if sha256_bytes(data) != miss.sha256:
+        raise ImageChanged(miss.path, "changed while the run was scoring it (its bytes no longer match "
+                                      "the hash taken at the start); rerun to score the new image")
+    return decode_image(data, str(miss.path))
+
+
+class LocalFaceEngine:
+    """Analyses cache misses in this process. This is the seam a scoring engine (e.g. Ray) replaces:
+    it gets the misses, returns their records, and never touches the cache (the driver writes it).
+
+    `analyze(misses)` -> per miss, in order: (face record, {recognizer: embedding}).
+    `embed(name, misses, faces)` -> per miss: embedding from its cached face record, or an ImageChanged.
+    A face record with `transient` set describes a read failure, not the bytes: it is never cached."""
+
+    def __init__(self, analyzer: FaceAnalyzer):
+        self.analyzer = analyzer
+
+    def analyze(self, misses: list[Miss]) -> list[tuple[dict, dict[str, np.ndarray]]]:
+        results: list[tuple[dict, dict[str, np.ndarray]] | None] = [None] * len(misses)
+        decoded, positions = [], []
+        for position, miss in enumerate(misses):
+            try:
+                decoded.append(verified_pixels(miss))
+                positions.append(position)
+            except FaceInputError as error:
+                unreadable = {"error": error.reason, "readable": False, "n_faces": 0}
+                if isinstance(error, ImageChanged):
+                    unreadable["transient"] = True
+                results[position] = (unreadable, {})
+        for position, result in zip(positions, self.analyzer.analyze(decoded)):
+            face = result.main_face
+            vectors = {} if face is None else {name: np.asarray(face.embeddings[name], dtype=np.float32)
+                                               for name in self.analyzer.recognizers}
+            results[position] = (_face_record(result), vectors)
+        return results
+
+    def embed(self, name: str, misses: list[Miss], faces: dict[str, dict]) -> list[np.ndarray | ImageChanged]:
+        recognizer = self.analyzer.recognizers[name]
+        out: list[np.ndarray | ImageChanged | None] = [None] * len(misses)
+        inputs, positions = [], []
+        for position, miss in enumerate(misses):
+            face = faces[miss.sha256]
+            try:
+                pixels = verified_pixels(miss)
+            except ImageChanged as error:
+                out[position] = error
+                continue
+            main = Face(bbox=tuple(face["bbox"]), score=face["score"], landmarks=face["landmarks"],
+                        aligned=face["aligned"])
+            inputs.append(recognizer.prepare(pixels, main))
+            positions.append(position)
+        for position, vector in zip(positions, recognizer.embed(inputs)):
+            out[position] = np.asarray(vector, dtype=np.float32)
+        return out
+
+
 class CachedFaceAnalysis:
-    def __init__(self, analyzer: FaceAnalyzer, cache: ResultCache):
+    """The driver: hashes every image, looks each content up in the cache, sends the misses to the
+    engine chunk by chunk and commits each chunk's records to the cache before the next (a killed
+    run loses at most one chunk)."""
+
+    def __init__(self, analyzer: FaceAnalyzer, cache: ResultCache, engine: LocalFaceEngine | None = None):
         self.analyzer = analyzer
         self.cache = cache
+        self.engine = engine or LocalFaceEngine(analyzer)
         non_recognizer = [m for m in analyzer.model_ids
                           if not any(m in r.model_ids for r in analyzer.recognizers.values())]
         self.faces_namespace = f"{FACES_VERSION}/{fingerprint(non_recognizer)}/min{analyzer.min_face_size}"
@@ -100,7 +188,7 @@ class CachedFaceAnalysis:
     def analyze(self, paths: list[Path], progress: bool = False) -> dict[Path, ImageRecord]:
         """{path: ImageRecord} for the distinct `paths`; each distinct content is analysed at most once."""
         records = {path: ImageRecord(path=path) for path in dict.fromkeys(paths)}
-        for record in records.values():
+        for record in tqdm(records.values(), desc="hashing", unit="img", disable=not progress or len(records) < 1000):
             try:
                 record.sha256 = sha256_file(record.path)
             except OSError as error:
@@ -110,14 +198,17 @@ class CachedFaceAnalysis:
         faces = self.cache.get_many(self.faces_namespace, hashes)
         embeddings = {name: self.cache.get_many(ns, hashes) for name, ns in self.embed_namespaces.items()}
         self._analyze_new(_distinct([r for r in hashed if r.sha256 not in faces]), faces, embeddings, progress)
+        changed: dict[str, str] = {}
         for name in self.embed_namespaces:
-            missing = _distinct([r for r in hashed if faces[r.sha256]["n_faces"] and r.sha256 not in embeddings[name]])
+            missing = _distinct([r for r in hashed if faces[r.sha256]["n_faces"] and r.sha256 not in embeddings[name]
+                                 and r.sha256 not in changed])
             if missing:
-                found = self._embed_cached_faces(name, missing, faces)
-                self.cache.put_many(self.embed_namespaces[name], found)
-                embeddings[name].update(found)
+                self._embed_cached_faces(name, missing, faces, embeddings[name], changed)
         for record in hashed:
             face = faces[record.sha256]
+            if record.sha256 in changed:
+                record.error = changed[record.sha256]
+                continue
             for key in ("error", "readable", "n_faces", "aligned", "yaw", "pitch", "roll", "expression"):
                 if key in face:
                     setattr(record, key, face[key])
@@ -127,26 +218,32 @@ class CachedFaceAnalysis:
 
     def _analyze_new(self, new: list[ImageRecord], faces: dict[str, dict], embeddings: dict[str, dict[str, dict]],
                      progress: bool) -> None:
-        """Run the analyzer on images the cache has never seen; store and add their records."""
-        if not new:
-            return
-        results = self.analyzer.analyze([r.path for r in new], progress=progress)
-        new_faces = {record.sha256: _face_record(result) for record, result in zip(new, results)}
-        self.cache.put_many(self.faces_namespace, new_faces)
-        faces.update(new_faces)
-        for name, namespace in self.embed_namespaces.items():
-            found = {record.sha256: {"vector": np.asarray(result.main_face.embeddings[name], dtype=np.float32)}
-                     for record, result in zip(new, results) if result.main_face is not None}
-            self.cache.put_many(namespace, found)
-            embeddings[name].update(found)
+        """Send the images the cache has never seen to the engine; commit each chunk's records."""
+        with tqdm(total=len(new), desc="faces", unit="img", disable=not progress or not new) as bar:
+            for start in range(0, len(new), CACHE_CHUNK):
+                chunk = [Miss(r.path, r.sha256) for r in new[start : start + CACHE_CHUNK]]
+                stored: dict[str, dict[str, dict]] = {self.faces_namespace: {}}
+                stored.update({namespace: {} for namespace in self.embed_namespaces.values()})
+                for miss, (face, vectors) in zip(chunk, self.engine.analyze(chunk)):
+                    faces[miss.sha256] = face
+                    for name, vector in vectors.items():
+                        embeddings[name][miss.sha256] = {"vector": vector}
+                    if not face.get("transient"):
+                        stored[self.faces_namespace][miss.sha256] = face
+                        for name, vector in vectors.items():
+                            stored[self.embed_namespaces[name]][miss.sha256] = {"vector": vector}
+                self.cache.put_records(stored)
+                bar.update(len(chunk))
 
-    def _embed_cached_faces(self, name: str, records: list[ImageRecord], faces: dict[str, dict]) -> dict[str, dict]:
-        recognizer = self.analyzer.recognizers[name]
-        inputs = []
-        for record in records:
-            face = faces[record.sha256]
-            main = Face(bbox=tuple(face["bbox"]), score=face["score"], landmarks=face["landmarks"],
-                        aligned=face["aligned"])
-            inputs.append(recognizer.prepare(load_image(record.path), main))
-        vectors = recognizer.embed(inputs)
-        return {record.sha256: {"vector": np.asarray(vector, dtype=np.float32)} for record, vector in zip(records, vectors)}
+    def _embed_cached_faces(self, name: str, records: list[ImageRecord], faces: dict[str, dict],
+                            embeddings: dict[str, dict], changed: dict[str, str]) -> None:
+        for start in range(0, len(records), CACHE_CHUNK):
+            chunk = [Miss(r.path, r.sha256) for r in records[start : start + CACHE_CHUNK]]
+            found = {}
+            for miss, vector in zip(chunk, self.engine.embed(name, chunk, faces)):
+                if isinstance(vector, ImageChanged):
+                    changed[miss.sha256] = vector.reason
+                else:
+                    found[miss.sha256] = {"vector": vector}
+            self.cache.put_many(self.embed_namespaces[name], found)
+            embeddings.update(found)

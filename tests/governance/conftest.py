@@ -13,6 +13,14 @@ def gov(tmp_path) -> GovernanceContext:
     return GovernanceContext.init(tmp_path / "gov", controller="Test Avatars Ltd")
 
 
+def workspace_on(tmp_path: Path, registry: str) -> GovernanceContext:
+    """A fresh workspace whose registry (and with it the vault's data keys) is at ``registry``."""
+    GovernanceContext.init(tmp_path / "gov", controller="Test Avatars Ltd")
+    config = tmp_path / "gov" / "governance.toml"
+    config.write_text(config.read_text().replace('registry = "consent.sqlite"', f'registry = "{registry}"'))
+    return GovernanceContext.load(config)
+
+
 @pytest.fixture
 def operator() -> Actor:
     return Actor("olga", "operator")

@@ -24,6 +24,7 @@ def out(gov, consented, png, tmp_path):
     folder.mkdir()
     for i in range(3):
         generate(gov, png, folder, "alice", f"alice_{i:04d}.png")
+    gov.audit_log.checkpoint()  # as the sampler and the CLI do when they finish
     return folder
 
 
@@ -34,7 +35,7 @@ def test_compliant_folder_passes(gov, out, capsys):
     config = str(gov.config.audit_log.parents[1] / "governance.toml")
     report_path = out.parent / "report.json"
     assert main(["--config", config, "--role", "auditor", "audit-dir", str(out), "--json", str(report_path)]) == 0
-    assert "PASS: 3 images, 0 failed" in capsys.readouterr().out
+    assert "PASS: 3 files, 0 failed" in capsys.readouterr().out
     assert json.loads(report_path.read_text())["ok"] is True
 
 

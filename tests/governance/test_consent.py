@@ -86,15 +86,14 @@ def test_event_ordering(events, at):
         assert decision is None
 
 
-def test_registry_persists_in_sqlite_and_gives_every_reason(tmp_path):
-    path = tmp_path / "consent.sqlite"
+def test_registry_persists_and_gives_every_reason(store_url):
+    path = store_url
     registry = ConsentRegistry(path)
     assert registry.check("alice", "avatar-generation", T0).reason == "no record"
     rec = registry.add(new_record("alice", [Purpose.EVALUATION, Purpose.AVATAR_GENERATION], controller="C",
                                   jurisdiction="EU", actor="olga", given_at=T0,
                                   valid_until=T0 + dt.timedelta(days=10)))
-    reopened = ConsentRegistry(path)  # a new connection on the same database file
-    assert path.read_bytes().startswith(b"SQLite format 3")
+    reopened = ConsentRegistry(path)  # a new connection on the same database
     hour = dt.timedelta(hours=1)
     assert reopened.check("alice", "avatar-generation", T0 + hour).allowed
     assert reopened.check("alice", "avatar-generation", T0 + hour).record_id == rec.record_id
@@ -110,8 +109,8 @@ def test_registry_persists_in_sqlite_and_gives_every_reason(tmp_path):
         reopened.check("alice", "evaluation", dt.datetime(2026, 1, 1))
 
 
-def test_expired_event_and_refusal_priority(tmp_path):
-    registry = ConsentRegistry(tmp_path / "consent.sqlite")
+def test_expired_event_and_refusal_priority(store_url):
+    registry = ConsentRegistry(store_url)
     old = registry.add(new_record("bob", [Purpose.AVATAR_GENERATION], controller="C", jurisdiction="EU",
                                   actor="olga", given_at=T0))
     registry.add(new_record("bob", [Purpose.EVALUATION], controller="C", jurisdiction="EU", actor="olga", given_at=T0))
@@ -147,8 +146,8 @@ def test_cli_consent_commands(gov, capsys):
     assert "give a timezone" in capsys.readouterr().err
 
 
-def test_consent_given_now_for_a_later_window_can_be_withdrawn_before_it_opens(tmp_path):
-    registry = ConsentRegistry(tmp_path / "consent.sqlite")
+def test_consent_given_now_for_a_later_window_can_be_withdrawn_before_it_opens(store_url):
+    registry = ConsentRegistry(store_url)
     now = dt.datetime.now(UTC)
     registry.add(new_record("erin", [Purpose.AVATAR_GENERATION], controller="C", jurisdiction="EU", actor="olga",
                             valid_from=now + dt.timedelta(days=7)))

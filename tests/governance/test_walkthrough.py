@@ -27,7 +27,7 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path):
     assert run.returncode == 0, transcript
     assert "alice / avatar-generation" in transcript and ": allowed (record urn:uuid:" in transcript
     assert (tmp_path / "alice-read.png").read_bytes() == (tmp_path / "alice.png").read_bytes()
-    assert "PASS: 1 images, 0 failed" in transcript
+    assert "PASS: 1 files, 0 failed" in transcript
     assert "alice.shredded" in run.stdout and "alice.key" not in run.stdout
     assert "refused: withdrawn" in transcript and "exit status 1: unreadable, as expected" in transcript
     assert not (tmp_path / "again.png").exists()

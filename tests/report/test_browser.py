@@ -19,8 +19,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-SECTIONS = ("gates", "headline", "scatter", "categories", "grids", "calibration", "comparison", "models",
-            "governance", "methods")
+SECTIONS = ("gates", "headline", "scatter", "categories", "grids", "calibration", "comparison", "human-review",
+            "models", "governance", "methods")
 
 
 def require_browser():
