@@ -171,6 +171,7 @@ def face_vae(images: list, steps: int = 60, seed: int = 0, learning_rate: float 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # a frozen model carries no gradients
     with torch.no_grad():
         vae.register_to_config(scaling_factor=float(1 / vae.encode(pixels).latent_dist.mean.std()))
     return vae.eval().requires_grad_(False)
