@@ -10,7 +10,8 @@ A cache is only ever a shortcut, never a reason for a run to fail or to be wrong
 - a record that does not decode is a miss (and is overwritten by the fresh result);
 - a file that is not a usable database (random bytes, truncated, a wrong schema, a folder in its
   place) is moved aside — the warning says where — and a new one is started;
-- a cache that cannot be written (read-only file or folder) is replaced by an in-memory one for the run.
+- a cache that cannot be written (read-only file or folder, a full disk) is replaced by an in-memory
+  one for the run, and the file is left as it is.
 Every message names the file.
 """
 from __future__ import annotations
@@ -93,8 +94,10 @@ def _is_busy(error: sqlite3.Error) -> bool:
     return any(word in str(error).lower() for word in ("locked", "busy"))
 
 
-def _is_read_only(error: sqlite3.Error) -> bool:
-    return any(word in str(error).lower() for word in ("readonly", "read-only", "unable to open"))
+def _is_broken(error: sqlite3.Error) -> bool:
+    """The file itself is not a usable cache; other errors (a full disk, an I/O error) are not its fault."""
+    return any(word in str(error).lower() for word in ("not a database", "malformed", "corrupt", "no such table",
+                                                       "no such column", "has columns"))
 
 
 class ResultCache:
@@ -120,8 +123,8 @@ class ResultCache:
             except sqlite3.Error as error:
                 if _is_busy(error):
                     raise CacheError(f"{self.path}: the cache is locked by another process ({error})") from None
-                if _is_read_only(error) or not os.access(self.path.parent, os.W_OK):
-                    return self._in_memory(f"it cannot be written ({error})")
+                if not _is_broken(error) or not os.access(self.path.parent, os.W_OK):
+                    return self._in_memory(f"it cannot be used ({error})")
                 if attempt == 2:
                     raise CacheError(f"{self.path}: cannot open the cache ({error})") from None
                 self._set_aside(f"it is not a usable cache database ({error})")
@@ -165,11 +168,11 @@ class ResultCache:
             if self.path is None or _is_busy(error):
                 raise CacheError(f"{self.path or 'in-memory cache'}: {error}") from None
             self._db.close()
-            if _is_read_only(error):
-                self._db = self._in_memory(f"it cannot be written ({error})")
-            else:
+            if _is_broken(error):
                 self._set_aside(f"it is not a usable cache database ({error})")
                 self._db = self._connect()
+            else:  # read-only, a full disk, an I/O error: the file stays as it is
+                self._db = self._in_memory(f"it cannot be used ({error})")
             return operation(self._db)
 
     def _decoded(self, blob: bytes) -> dict | None:

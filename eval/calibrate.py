@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from eval.files import write_text_atomic
+from eval.cache import CacheError, open_cache
+from eval.files import read_json, write_text_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 DEFAULT_TARGET_FAR = 0.01
@@ -30,10 +32,19 @@ def load_thresholds(path: str | Path) -> dict[str, float]:
     """{recognizer: threshold} from a calibration JSON; raises ValueError naming the file on bad content."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {name: float(entry["threshold"]) for name, entry in data["recognizers"].items()}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        data = read_json(path)
+        thresholds = {name: entry["threshold"] for name, entry in data["recognizers"].items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError,
+            ValueError) as error:
         raise ValueError(f"{path}: not a calibration file ({type(error).__name__}: {error})") from None
+    return {name: finite_threshold(value, f"{path}: the threshold of {name}") for name, value in thresholds.items()}
+
+
+def finite_threshold(value, what: str) -> float:
+    """`value` as a float; ValueError naming `what` unless it is a finite number (not a bool, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} is {value!r}, not a finite number")
+    return float(value)
 
 
 def identity_images(folder: Path) -> list[tuple[str, Path]]:
@@ -108,7 +119,6 @@ def calibrate_folder(folder: str | Path, out_path: str | Path | None = None, *,
                      target_far: float = DEFAULT_TARGET_FAR, analyzer=None, cache=None,
                      progress: bool = True) -> dict:
     """Calibrate every recognizer of `analyzer` on FOLDER; write the JSON and ROC PNG; return the dict."""
-    from eval.cache import open_cache
     from eval.faces import FaceAnalyzer, similarity
     from eval.scoring.analysis import CachedFaceAnalysis, default_recognizers, fingerprint
 
@@ -155,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder}: not a folder")
-    calibration = calibrate_folder(args.folder, args.out, target_far=args.target_far, cache=args.cache)
+    if not 0 < args.target_far < 1:
+        parser.error(f"--target-far {args.target_far}: must lie strictly between 0 and 1")
+    try:
+        calibration = calibrate_folder(args.folder, args.out, target_far=args.target_far, cache=args.cache)
+    except (ValueError, OSError, CacheError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for skipped in calibration["skipped"]:
         print(f"skipped {skipped['image']}: {skipped['reason']}", file=sys.stderr)
     print(f"{calibration['n_images']} images, {calibration['n_identities']} identities, "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.outputs import check_scores_file, read_scores_set, read_scores_table
 from eval.scoring.rows import FACE_STATUSES
 from eval.stats import paired_difference
 
@@ -39,13 +40,34 @@ def per_image_metrics(scores: pd.DataFrame) -> pd.DataFrame:
     return metrics.astype(float)
 
 
-def _load(scores: str | Path | pd.DataFrame) -> pd.DataFrame:
+REQUIRED = ["system", *KEYS, "status", "expr_changed", "d_pitch", "d_yaw", "clip_t", "clip_i", "copy_paste"]
+
+
+def _load(scores: str | Path | pd.DataFrame, label: str) -> pd.DataFrame:
+    """A scores table (a DataFrame, a scores folder, or scores.parquet / scores.csv), checked to be one
+    run's and to hold the columns a comparison needs."""
     if isinstance(scores, pd.DataFrame):
-        return scores
-    path = Path(scores)
-    if path.is_dir():
-        path = path / "scores.parquet"
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        table, source = scores, f"scores {label}"
+    else:
+        path = Path(scores)
+        if path.is_dir():
+            table, _ = read_scores_set(path)
+        elif not path.is_file():
+            raise ValueError(f"{path}: no such scores file or folder")
+        else:
+            table = read_scores_table(path)
+            check_scores_file(path, table)
+        source = str(path)
+    missing = [column for column in REQUIRED if column not in table.columns]
+    if missing:
+        raise ValueError(f"{source}: not a scores table (no {', '.join(missing)} column)")
+    return table
+
+
+def _keys(rows: pd.DataFrame) -> pd.DataFrame:
+    """The pairing keys compared exactly: subject and prompt as text, seed as an integer (or missing)."""
+    return pd.DataFrame({"subject": rows["subject"].astype(str), "prompt": rows["prompt"].astype(str),
+                         "seed": rows["seed"].astype("Int64")}).reset_index(drop=True)
 
 
 def _side(scores: pd.DataFrame, system: str | None, label: str) -> pd.DataFrame:
@@ -57,15 +79,14 @@ def _side(scores: pd.DataFrame, system: str | None, label: str) -> pd.DataFrame:
     elif system not in systems:
         raise ValueError(f"system {system!r} not in scores {label} (has {systems})")
     rows = scores[scores["system"] == system]
-    keyed = pd.concat([rows[KEYS].astype({"seed": "Int64"}).reset_index(drop=True),
-                       per_image_metrics(rows).reset_index(drop=True)], axis=1)
+    keyed = pd.concat([_keys(rows), per_image_metrics(rows).reset_index(drop=True)], axis=1)
     return keyed.groupby(KEYS, dropna=False).mean()
 
 
 def compare_scores(scores_a, scores_b, system_a: str | None = None, system_b: str | None = None) -> pd.DataFrame:
     """One row per metric: n_pairs, mean_a, mean_b, diff (B - A), ci_low, ci_high, p_value."""
-    side_a = _side(_load(scores_a), system_a, "A")
-    side_b = _side(_load(scores_b), system_b, "B")
+    side_a = _side(_load(scores_a, "A"), system_a, "A")
+    side_b = _side(_load(scores_b, "B"), system_b, "B")
     joined = side_a.add_suffix("_a").join(side_b.add_suffix("_b"), how="inner")
     if joined.empty:
         raise ValueError("no (subject, prompt, seed) is shared by the two runs: nothing to pair")
@@ -93,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         table = compare_scores(args.scores_a, args.scores_b, args.system_a, args.system_b)
-    except (ValueError, OSError) as error:
+    except (ValueError, TypeError, OSError) as error:  # OutputSetError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4f}".format):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import stat
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 BLOCK = 1 << 20
+MAX_JSON_BYTES = 256 << 20  # a summary, calibration or thresholds file larger than this is refused unread
 
 
 class NotARegularFile(OSError):
@@ -54,6 +56,12 @@ def read_regular(path: str | Path, limit: int | None = None) -> bytes:
     if limit is not None and len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
     return data
+
+
+def read_json(path: str | Path):
+    """A JSON file's value: read only if it is a regular file under MAX_JSON_BYTES. Raises OSError,
+    or ValueError for bad UTF-8 or bad JSON (RecursionError too for absurdly deep nesting)."""
+    return json.loads(read_regular(path, limit=MAX_JSON_BYTES).decode("utf-8"))
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:

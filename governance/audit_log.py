@@ -329,6 +329,15 @@ def parse_entries(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             yield entry
 
 
+def describe_entry(entry: dict[str, Any]) -> str:
+    """One line per entry: sequence, time, who, what, on what, and the values."""
+    details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+    values = ", ".join(f"{key}={value}" for key, value in details.items() if value not in (None, "", [], {}))
+    who = f"{entry.get('actor')}" + (f" ({entry['role']})" if entry.get("role") else "")
+    return (f"{entry.get('seq'):>6} {entry.get('time')} {who} {entry.get('action')} {entry.get('outcome')}"
+            f" subject={entry.get('subject') or '-'} object={entry.get('object') or '-'}" + (f" {values}" if values else ""))
+
+
 def _field_problem(entry: dict[str, Any]) -> str | None:
     if type(entry["seq"]) is not int:
         return f"sequence number {entry['seq']!r} is not an integer"

@@ -70,7 +70,7 @@ class ComplianceReport:
                           f"{sum(not row.ok for row in self.rows)} failed"])
 
 
-def _entries(folder: Path) -> Iterator[tuple[Path, str | None]]:
+def folder_files(folder: Path) -> Iterator[tuple[Path, str | None]]:
     """(path, why it is not checked, or None for a supported image) for everything under ``folder``."""
     unreadable: list[OSError] = []
     for root, directories, files in os.walk(folder, followlinks=False, onerror=unreadable.append):
@@ -100,7 +100,12 @@ def audit_dir(folder: str | Path, *, verifier: ProvenanceVerifier, audit_log: Au
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    entries = sorted(_entries(folder))
+    from governance.release_check import RELEASE_MANIFEST, audit_release_dir  # it imports this module
+
+    if (folder / RELEASE_MANIFEST).exists():
+        return audit_release_dir(folder, verifier=verifier, audit_log=audit_log, registry=registry,
+                                 verification=verification)
+    entries = sorted(folder_files(folder))
     verification = verification or audit_log.verify()
     signed_entries = {entry.get("object"): entry.get("seq") for entry in audit_log.entries()
                       if entry.get("action") == "provenance.sign" and entry.get("outcome") == "ok"}

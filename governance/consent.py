@@ -84,6 +84,30 @@ class Controller(BaseModel):
     contact: str | None = None
 
 
+class UsageLimits(BaseModel):
+    """What the subject allowed avatars of them to be used for; a field left out sets no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_prompt_categories: list[str] | None = Field(
+        default=None, min_length=1, description="Prompt categories (identity, expression, style, scene, ...) "
+        "the sampler may generate; the sampler refuses any other before generating.")
+    max_released_avatars: int | None = Field(
+        default=None, ge=0, description="How many avatars may be released under this record, all releases together.")
+    release_permission: dt.timedelta | None = Field(
+        default=None, description="How long a released avatar may be used after its release.")
+    training_mining_allowed: bool = Field(
+        default=False, description="Whether released avatars may be used for AI training and data mining "
+        "(their cawg.training-mining assertion says allowed instead of notAllowed).")
+
+    def category_refusal(self, category: str) -> str | None:
+        """None when ``category`` may be generated, else the reason it may not."""
+        if self.allowed_prompt_categories is None or category in self.allowed_prompt_categories:
+            return None
+        return (f"prompt category {category!r} not allowed by the consent record "
+                f"(allowed: {', '.join(self.allowed_prompt_categories)})")
+
+
 class ConsentRecord(BaseModel):
     """One consent record (ISO/IEC TS 27560 structure, DPV vocabulary)."""
 
@@ -102,6 +126,7 @@ class ConsentRecord(BaseModel):
     valid_from: AwareDatetime
     valid_until: AwareDatetime | None = None
     events: list[ConsentEvent] = Field(min_length=1)
+    usage_limits: UsageLimits = Field(default_factory=UsageLimits)
 
     @model_validator(mode="after")
     def _check_history(self) -> "ConsentRecord":
@@ -151,7 +176,8 @@ def new_record(subject: str, purposes: list[Purpose], *, controller: str, jurisd
                actor: str, given_at: dt.datetime | None = None, valid_from: dt.datetime | None = None,
                valid_until: dt.datetime | None = None, retention: dt.timedelta = dt.timedelta(days=30),
                lawful_basis: LawfulBasis = LawfulBasis.CONSENT,
-               pii_categories: list[DataCategory] | None = None) -> ConsentRecord:
+               pii_categories: list[DataCategory] | None = None,
+               usage_limits: UsageLimits | None = None) -> ConsentRecord:
     """A record whose consent was given at ``given_at`` (default: now), valid from ``valid_from``
     (default: when given) until ``valid_until`` (default: open-ended)."""
     given_at = given_at or dt.datetime.now(dt.timezone.utc)
@@ -159,7 +185,8 @@ def new_record(subject: str, purposes: list[Purpose], *, controller: str, jurisd
         pii_principal_id=subject, pii_controller=Controller(name=controller), purposes=purposes,
         lawful_basis=lawful_basis, pii_categories=pii_categories or [DataCategory.FACIAL],
         retention=retention, jurisdiction=jurisdiction, valid_from=valid_from or given_at, valid_until=valid_until,
-        events=[ConsentEvent(event_type=EventType.GIVEN, event_time=given_at, actor=actor)])
+        events=[ConsentEvent(event_type=EventType.GIVEN, event_time=given_at, actor=actor)],
+        usage_limits=usage_limits or UsageLimits())
 
 
 def json_schema() -> str:

@@ -5,7 +5,7 @@ A ``governance.toml`` names the files; relative paths are relative to the TOML f
     registry = "consent.sqlite"
     vault = "vault"
     master_key = "keys/master.key"          # or leave out and set GOVERNANCE_MASTER_KEY (base64)
-    audit_log = "audit/audit.jsonl"
+    audit_log = "audit/audit.jsonl"          # or "postgresql://user@host/db" (so may registry, review_store)
     audit_checkpoints = "audit/audit.jsonl.checkpoints"   # optional; default beside the log
     audit_key = "keys/audit-ed25519.pem"    # private: needed to append; leave out on read-only hosts
     audit_public_key = "keys/audit-ed25519.pub.pem"
@@ -15,6 +15,7 @@ A ``governance.toml`` names the files; relative paths are relative to the TOML f
     trust_anchors = ["pki/root.pem"]
     controller = "Example Avatars Ltd"
     jurisdiction = "EU"
+    review_store = "postgresql://..."       # optional; the review app's default is review.sqlite beside this file
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class GovernanceConfig(BaseModel):
     trust_anchors: list[Path] = Field(default_factory=list)
     controller: str = "idavatar operator"
     jurisdiction: str = "EU"
+    review_store: StoreLocation | None = None
 
     def resolved(self, base: Path) -> "GovernanceConfig":
         def resolve(value):

@@ -8,14 +8,15 @@ names the store and hides the password.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Iterator, Union
 
 import sqlalchemy as sa
 from pydantic import BeforeValidator
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 
 SERVER_SCHEMES = ("postgresql",)
 
@@ -103,3 +104,14 @@ def first_line(error: Exception) -> str:
     original = getattr(error, "orig", None)
     text = str(original if original is not None else error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextmanager
+def reported(store: str, location: str | Path) -> Iterator[None]:
+    """Database failures inside as one ``StoreUnavailable`` line naming the store; constraint violations pass."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except DBAPIError as error:
+        raise StoreUnavailable(f"{store} at {display(location)}: {first_line(error)}") from None

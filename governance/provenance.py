@@ -20,7 +20,7 @@ import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import c2pa
 from tqdm import tqdm
@@ -85,10 +85,21 @@ class ImageSigner:
                     "consent_record_id": consent_record_id, "signed_at": signed_at.isoformat()}},
             ],
         }
+        return self.sign_manifest(source, dest, manifest)
+
+    def sign_manifest(self, source: str | Path, dest: str | Path, manifest: dict, *,
+                      parent: str | Path | None = None) -> Path:
+        """Sign ``source`` into ``dest`` with ``manifest``; ``parent`` (a signed image) becomes its
+        parentOf ingredient, which actions reference with ``"ingredientIds": ["parent"]``."""
+        source, dest = Path(source), Path(dest)
         temporary = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
         try:
             with open(source, "rb") as unsigned, open(temporary, "w+b") as signed, \
                     c2pa.Builder(manifest, context=self._context) as builder:
+                if parent is not None:
+                    with open(parent, "rb") as ingredient:
+                        builder.add_ingredient({"title": Path(parent).name, "relationship": "parentOf",
+                                                "label": "parent"}, mime_type(Path(parent)), ingredient)
                 builder.sign(self._signer, mime_type(source), unsigned, signed)
             os.replace(temporary, dest)
         finally:
@@ -107,6 +118,7 @@ class ProvenanceResult:
     ai_generated: bool = False
     detail: str = ""
     codes: list[str] = field(default_factory=list)
+    watermark: str | None = None  # without a manifest: the release item its watermark names
 
     @property
     def trusted(self) -> bool:
@@ -119,7 +131,10 @@ class ProvenanceResult:
 class ProvenanceVerifier:
     """Verifies images against the given trust anchors (PEM files or bytes)."""
 
-    def __init__(self, trust_anchors: Iterable[str | Path | bytes]):
+    def __init__(self, trust_anchors: Iterable[str | Path | bytes], *,
+                 watermark_lookup: Callable[[Path], object | None] | None = None):
+        """``watermark_lookup(path)`` names the release item a manifest-less image's watermark carries."""
+        self._watermark_lookup = watermark_lookup
         pem = b"".join(a if isinstance(a, bytes) else Path(a).read_bytes() for a in trust_anchors)
         if not pem:
             raise ValueError("at least one trust anchor is needed to verify provenance")
@@ -142,7 +157,9 @@ class ProvenanceVerifier:
         except c2pa.C2paError as error:
             return ProvenanceResult(str(path), "unreadable", detail=f"cannot parse: {error}")
         if reader is None:
-            return ProvenanceResult(str(path), "no-manifest", detail="no C2PA manifest (stripped or never signed)")
+            trace = self._watermark_lookup(path) if self._watermark_lookup else None
+            return ProvenanceResult(str(path), "no-manifest", detail="no C2PA manifest (stripped or never signed)",
+                                    watermark=str(trace) if trace else None)
         with reader:
             return _result(path, reader.get_validation_state(), reader.get_validation_results() or {},
                            reader.get_active_manifest() or {})
@@ -164,7 +181,8 @@ def _result(path: Path, state: str | None, results: dict, manifest: dict) -> Pro
     assertions = {a["label"]: a.get("data", {}) for a in manifest.get("assertions", [])}
     consent = assertions.get(CONSENT_ASSERTION, {})
     actions = (assertions.get("c2pa.actions.v2") or assertions.get("c2pa.actions") or {}).get("actions", [])
-    created = next((a for a in actions if a.get("action") == "c2pa.created"), {})
+    # c2pa.created on an original; on a release, the c2pa.watermarked action that follows c2pa.opened
+    created = next((a for a in actions if a.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA), {})
     agent = created.get("softwareAgent") or {}
     return ProvenanceResult(
         str(path), status, consent_record_id=consent.get("consent_record_id"), signed_at=consent.get("signed_at"),

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from governance.consent import ConsentEvent, ConsentRecord, EventType, Purpose, Refusal
-from governance.database import display, is_url, open_store
+from governance.database import display, is_url, open_store, reported
 
 SCHEMA_VERSION = 1
+_STORE = "consent registry"
 _metadata = sa.MetaData()
 _records = sa.Table(
     "records", _metadata,
@@ -71,11 +72,11 @@ class ConsentRegistry:
 
     def __init__(self, location: str | Path):
         self.location = location if is_url(location) else Path(location)
-        self.engine = open_store(self.location, store="consent registry", metadata=_metadata,
+        self.engine = open_store(self.location, store=_STORE, metadata=_metadata,
                                  version=SCHEMA_VERSION)
 
     def add(self, record: ConsentRecord) -> ConsentRecord:
-        with self.engine.begin() as db:
+        with reported(_STORE, self.location), self.engine.begin() as db:
             db.execute(_records.insert().values(record_id=record.record_id, subject=record.subject,
                                                 body=record.model_dump_json(exclude={"events"})))
             db.execute(_events.insert(), [{"record_id": record.record_id, "position": position,
@@ -84,7 +85,7 @@ class ConsentRegistry:
         return record
 
     def get(self, record_id: str) -> ConsentRecord:
-        with self.engine.connect() as db:
+        with reported(_STORE, self.location), self.engine.connect() as db:
             body = db.execute(sa.select(_records.c.body).where(_records.c.record_id == record_id)).scalar()
             if body is None:
                 raise UnknownRecord(f"no consent record {record_id!r} in {display(self.location)}")
@@ -92,7 +93,7 @@ class ConsentRegistry:
 
     def records_for(self, subject: str) -> list[ConsentRecord]:
         """The subject's records, oldest consent first."""
-        with self.engine.connect() as db:
+        with reported(_STORE, self.location), self.engine.connect() as db:
             rows = db.execute(sa.select(_records.c.record_id, _records.c.body)
                               .where(_records.c.subject == subject)).all()
             records = [self._load(db, record_id, body) for record_id, body in rows]
@@ -112,7 +113,7 @@ class ConsentRegistry:
         """
         updated = self.get(record_id).with_event(event)
         try:
-            with self.engine.begin() as db:
+            with reported(_STORE, self.location), self.engine.begin() as db:
                 db.execute(_events.insert().values(record_id=record_id, position=len(updated.events) - 1,
                                                    body=event.model_dump_json()))
         except IntegrityError:

@@ -4,7 +4,8 @@
         --prompt "a photo of a woman on a beach" -n 4 --out DIR
 
 Order of work: the consent gate first (avatar-generation for --subject; a refusal is logged, printed
-and exits 3 before the photo is opened); then a --photo file must match the subject's photos enrolled
+and exits 3 before the photo is opened; so is a --category the consent record's usage limits do not
+allow); then a --photo file must match the subject's photos enrolled
 in the vault (identity_check.py; a mismatch is logged, printed and exits 3; with none enrolled the run
 goes on with a warning); then generation. Each PNG is C2PA-signed and logged in the audit log before
 its line is appended to DIR/manifest.jsonl (the run manifest of docs/contracts.md, which
@@ -138,6 +139,14 @@ def run(args: argparse.Namespace) -> int:
     except ConsentRefused as refusal:
         print(f"idadapter.sample: refused — no avatar-generation consent for subject {args.subject!r}: "
               f"{refusal.decision.reason}. Nothing was read or generated; the refusal is in the audit log.",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    refusal = gov.registry.get(record_id).usage_limits.category_refusal(args.category)
+    gov.audit_log.append(actor=actor.name, role=actor.role.value, action="consent.usage-check", subject=args.subject,
+                         object=record_id, outcome="refused" if refusal else "ok",
+                         details={"prompt_category": args.category, "reason": refusal or "allowed"})
+    if refusal is not None:
+        print(f"idadapter.sample: refused — {refusal}. Nothing was read or generated; the refusal is in the audit log.",
               file=sys.stderr)
         return EXIT_REFUSED
 

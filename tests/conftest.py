@@ -100,13 +100,26 @@ class PostgresCluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
+    def _admin(self):
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-                             dbname="postgres", autocommit=True) as db:
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                               dbname="postgres", autocommit=True)
+
+    def create_database(self, name: str) -> str:
+        with self._admin() as db:
             db.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def allow_connections(self, url: str, allowed: bool) -> None:
+        """Refuse (and cut) every connection to ``url``'s database, or take them again: a store gone away."""
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        with self._admin() as db:
+            db.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
 
 
 @pytest.fixture(scope="session")

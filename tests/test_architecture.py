@@ -10,6 +10,9 @@ FORBIDDEN = {
     "governance": {"eval", "idadapter", "torch", "torchvision", "diffusers", "transformers", "accelerate", "onnxruntime", "cv2", "dlib"},
     "eval": {"idadapter"},
 }
+# The release watermark (EU AI Act Art. 50's second marking layer) is image signal processing: OpenCV's
+# DCT and colour transforms, and onnxruntime for the optional RivaGAN model. Only that module may use them.
+ALLOWED = {"governance/watermark.py": {"cv2", "onnxruntime"}}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -26,11 +29,12 @@ def imported_roots(path: Path) -> set[str]:
 def test_package_respects_import_rules(package):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"{package}/ has no Python files"
-    offences = {
-        str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package])
-        for path in files
-        if imported_roots(path) & FORBIDDEN[package]
-    }
+    offences = {}
+    for path in files:
+        name = str(path.relative_to(ROOT))
+        forbidden = imported_roots(path) & FORBIDDEN[package] - ALLOWED.get(name, set())
+        if forbidden:
+            offences[name] = sorted(forbidden)
     assert not offences, f"{package}/ imports what the design forbids: {offences}"
 
 

@@ -10,10 +10,10 @@ import numpy as np
 from tqdm import tqdm
 
 from eval.faces.align import align_face
-from eval.faces.detector import YuNetDetector
+from eval.faces.detector import YuNetDetector, eye_line_angle
 from eval.faces.expression import ExpressionClassifier, expression_crop
 from eval.faces.images import ImageSource, describe, load_image
-from eval.faces.pose import estimate_pose
+from eval.faces.mesh import FaceMesh
 from eval.faces.recognizers import RECOGNIZERS, Recognizer
 from eval.faces.types import Face, FaceInputError, ImageAnalysis
 
@@ -45,7 +45,7 @@ class FaceAnalyzer:
         self.detector = YuNetDetector(score_threshold=detector_threshold, model_file=files.get("yunet"))
         self.recognizers: dict[str, Recognizer] = {name: RECOGNIZERS[name](files.get(name)) for name in recognizers}
         self.expression = ExpressionClassifier(files.get("fer")) if with_expression else None
-        self.with_pose = with_pose
+        self.mesh = FaceMesh(files.get("face_mesh")) if with_pose else None
         self.timings: dict[str, float] = defaultdict(float)
 
     @property
@@ -54,7 +54,8 @@ class FaceAnalyzer:
 
     @property
     def model_ids(self) -> list[str]:
-        ids = ["yunet"] + [model for r in self.recognizers.values() for model in r.model_ids]
+        ids = ["yunet"] + (["face_mesh"] if self.mesh else [])
+        ids += [model for r in self.recognizers.values() for model in r.model_ids]
         return ids + (["fer"] if self.expression else [])
 
     @contextmanager
@@ -108,7 +109,7 @@ class FaceAnalyzer:
             return result, None
         result.height, result.width = rgb.shape[:2]
         with self._timed("yunet"):
-            detections = self.detector.detect(rgb)
+            detections = self.detector.detect_frame(rgb)
         faces = [Face(bbox=tuple(map(float, box)), score=score, landmarks=marks) for box, score, marks in detections]
         large = [face for face in faces if face.size >= self.min_face_size]
         if not faces:
@@ -116,8 +117,15 @@ class FaceAnalyzer:
         elif not large:
             result.error = f"face too small ({faces[0].size:.0f} px < {self.min_face_size} px)"
         for face in large:
+            box = np.array(face.bbox)
+            if self.mesh is not None:
+                with self._timed("face_mesh"):
+                    fit = self.mesh.fit(rgb, box, eye_line_angle(face.landmarks))
+                face.pose, box, face.landmarks = fit.pose, fit.box, fit.landmarks
+            else:
+                with self._timed("yunet"):
+                    box, _, face.landmarks = self.detector.refine(rgb, (box, face.score, face.landmarks))
+            face.bbox = tuple(map(float, box))
             face.aligned = align_face(rgb, face.landmarks)
-            if self.with_pose:
-                face.pose = estimate_pose(face.landmarks, (result.width, result.height))
         result.faces = large
         return result, rgb

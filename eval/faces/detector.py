@@ -1,38 +1,34 @@
 """Face detection with five landmarks: YuNet (OpenCV Zoo, 2023mar int8) through cv2.FaceDetectorYN.
 
-Flip averaging: each image is also detected mirrored, and each face's box and landmarks are the
-mean of the two readings. This halves landmark noise and makes everything downstream (alignment,
-pose) exactly mirror-symmetric, at the cost of a second detector pass (the cheapest model here).
+One pass over the whole frame finds the faces (`detect_frame`). With head pose, the analyzer then
+takes each face's landmarks from the face mesh (`eval.faces.mesh`); without it (and for callers
+of `detect`), YuNet refines them on a crop around the face at full face resolution:
 
 Upright refinement: YuNet's landmarks lean towards upright on a tilted head (a 30 degree tilt reads
-as about 20). A face whose eye line is tilted is therefore rotated upright in a crop around it and
-detected again, and the new landmarks are mapped back; a second round removes what is left.
+as about 20), so the crop is turned to stand the face upright by its eye line, in two rounds, and
+the new landmarks are mapped back.
+
+Flip averaging: each crop is also detected mirrored, and the landmarks are the mean of the two
+readings. This halves landmark noise and makes alignment mirror-symmetric, at the cost of a second
+pass on the small crop.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from eval.faces.crops import levelled_crop, to_image
 from eval.models import verified_model_path
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV 5 warns on every session
 
-DETECTION_LONG_SIDE = 1280  # larger images are scaled down for detection only
+DETECTION_LONG_SIDE = 1280  # larger images are scaled down for the full-frame pass only
 MIRROR_ORDER = [1, 0, 2, 4, 3]  # a mirror swaps the eyes and the mouth corners
-MIN_MATCH_IOU = 0.5
 UPRIGHT_TOLERANCE_DEG = 1.0
 UPRIGHT_ROUNDS = 2
 REFINE_CROP = 320  # side of the upright crop, in pixels; the face fills about half of it
 
 Detection = tuple[np.ndarray, float, np.ndarray]  # bbox x0,y0,x1,y1; score; 5x2 landmarks
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    overlap = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
-    return overlap / union if union > 0 else 0.0
 
 
 def eye_line_angle(landmarks: np.ndarray) -> float:
@@ -41,25 +37,28 @@ def eye_line_angle(landmarks: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(right_y - left_y, right_x - left_x)))
 
 
-def unmirror(detection: Detection, width: int) -> Detection:
-    """A detection made on the mirrored image, in the original image's coordinates (pixel-index x)."""
-    box, score, landmarks = detection
-    box = np.array([width - 1 - box[2], box[1], width - 1 - box[0], box[3]])
+def unmirror(landmarks: np.ndarray, width: int) -> np.ndarray:
+    """Landmarks found on a mirrored image, in the original image's coordinates (pixel-index x)."""
     landmarks = landmarks[MIRROR_ORDER].copy()
     landmarks[:, 0] = width - 1 - landmarks[:, 0]
-    return box, score, landmarks
+    return landmarks
+
+
+def moved_box(box: np.ndarray, landmarks: np.ndarray, refined: np.ndarray) -> np.ndarray:
+    """The box shifted with its landmarks' mean, its size kept: refined landmarks re-centre the box
+    too (the expression crop is cut from it, and a borderline expression follows small shifts)."""
+    return box + np.tile(refined.mean(axis=0) - landmarks.mean(axis=0), 2)
 
 
 class YuNetDetector:
     model_id = "yunet"
 
-    def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, flip_average: bool = True, model_file=None):
+    def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, model_file=None):
         self._detector = cv2.FaceDetectorYN.create(
             str(verified_model_path(self.model_id, model_file)), "", (320, 320), score_threshold, nms_threshold, 5000
         )
-        self.flip_average = flip_average
 
-    def _detect_once(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+    def _detect_once(self, bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
         self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, rows = self._detector.detect(bgr)
         faces = []
@@ -69,51 +68,44 @@ class YuNetDetector:
             faces.append((np.array([x, y, x + w, y + h]) / scale, float(row[14]), landmarks / scale))
         return faces
 
-    def _detect_averaged(self, bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
-        faces = self._detect_once(bgr, scale)
-        if self.flip_average and faces:
-            width = round(bgr.shape[1] / scale)
-            mirrored = [unmirror(face, width) for face in self._detect_once(np.ascontiguousarray(bgr[:, ::-1]), scale)]
-            faces = [self._average(face, mirrored) for face in faces]
-        return faces
-
-    def _upright(self, bgr: np.ndarray, face: Detection) -> Detection:
-        box, score, landmarks = face
-        for _ in range(UPRIGHT_ROUNDS):
-            angle = eye_line_angle(landmarks)
-            if abs(angle) < UPRIGHT_TOLERANCE_DEG:
-                break
-            centre = landmarks.mean(axis=0)
-            side = 2.0 * max(box[2] - box[0], box[3] - box[1])
-            matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, REFINE_CROP / side)
-            matrix[:, 2] += (REFINE_CROP - 1) / 2 - centre
-            crop = cv2.warpAffine(bgr, matrix, (REFINE_CROP, REFINE_CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            found = self._detect_averaged(crop)
-            if not found:
-                break
-            nearest = min(found, key=lambda f: np.linalg.norm(f[2].mean(axis=0) - (REFINE_CROP - 1) / 2))
-            inverse = cv2.invertAffineTransform(matrix)
-            landmarks = np.hstack([nearest[2], np.ones((5, 1))]) @ inverse.T
-        return box, score, landmarks
-
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in the image's pixels, largest first. Landmarks are in the ArcFace template's order:
-        image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner."""
+    def detect_frame(self, rgb: np.ndarray) -> list[Detection]:
+        """The one full-frame pass: faces with YuNet's raw landmarks, largest first."""
         height, width = rgb.shape[:2]
         scale = min(1.0, DETECTION_LONG_SIDE / max(height, width))
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if scale < 1.0:
-            bgr = cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        faces = self._detect_averaged(bgr, scale)
-        full = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if scale < 1.0 else bgr
-        faces = [self._upright(full, face) for face in faces]
+            rgb = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        faces = self._detect_once(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), scale)
         faces.sort(key=lambda face: -(face[0][2] - face[0][0]) * (face[0][3] - face[0][1]))
         return faces
 
+    def refine(self, rgb: np.ndarray, face: Detection, angle: float | None = None) -> Detection:
+        """Flip-averaged box and landmarks from a crop turned upright by `angle` (degrees, as
+        `eye_line_angle`); without an angle, by the face's own eye line, in up to two rounds."""
+        box, score, landmarks = face
+        for _ in range(1 if angle is not None else UPRIGHT_ROUNDS):
+            turn = eye_line_angle(landmarks) if angle is None else angle
+            side = 2.0 * max(box[2] - box[0], box[3] - box[1])
+            crop, matrix = levelled_crop(rgb, landmarks.mean(axis=0), turn, side, REFINE_CROP)
+            crop = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+            found = self._nearest_centre(self._detect_once(crop))
+            mirrored = self._nearest_centre(self._detect_once(np.ascontiguousarray(crop[:, ::-1])))
+            if found is None:
+                break
+            readings = [found] + ([unmirror(mirrored, REFINE_CROP)] if mirrored is not None else [])
+            refined = to_image(np.mean(readings, axis=0), matrix)
+            box, landmarks = moved_box(box, landmarks, refined), refined
+            if angle is None and abs(eye_line_angle(landmarks)) < UPRIGHT_TOLERANCE_DEG:
+                break
+        return box, score, landmarks
+
     @staticmethod
-    def _average(face: Detection, mirrored: list[Detection]) -> Detection:
-        overlaps = [iou(face[0], other[0]) for other in mirrored]
-        if not overlaps or max(overlaps) < MIN_MATCH_IOU:
-            return face
-        match = mirrored[int(np.argmax(overlaps))]
-        return (face[0] + match[0]) / 2, (face[1] + match[1]) / 2, (face[2] + match[2]) / 2
+    def _nearest_centre(found: list[Detection]) -> np.ndarray | None:
+        centre = (REFINE_CROP - 1) / 2
+        distances = [np.linalg.norm(marks.mean(axis=0) - centre) for _, _, marks in found]
+        return found[int(np.argmin(distances))][2] if found else None
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in the image's pixels, largest first, landmarks refined upright and flip-averaged.
+        Landmarks are in the ArcFace template's order: image-left eye, image-right eye, nose tip,
+        image-left mouth corner, image-right mouth corner."""
+        return [self.refine(rgb, face) for face in self.detect_frame(rgb)]

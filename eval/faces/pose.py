@@ -1,35 +1,40 @@
-"""Head pose (yaw, pitch, roll) from the five landmarks, by perspective-n-point on a generic 3-D face.
+"""Head pose (yaw, pitch, roll) from the 468-point face mesh, by symmetric rigid point pairs.
 
-The 3-D points are a generic adult face (63 mm between the eyes, the nose tip 55% of the way from
-the eye line to the mouth line, as in frontal portraits and the common 6-point head model) with
-typical depths, in camera axes (x right, y down, z away from the camera); the model is
-left-right symmetric, so a mirror image gives the mirrored pose exactly. The camera is a pinhole
-with focal length = the image's longer side and the principal point at the centre ((w-1)/2, (h-1)/2 in
-pixel-index coordinates, so a mirror maps the camera onto itself) (unknown
-intrinsics; this is the usual assumption and matters little for the angles).
+The mesh model returns each point's x, y in crop pixels and a depth z on the same scale (z grows
+away from the camera), i.e. the face seen by an orthographic camera looking along the crop's axis;
+no focal length or principal point enters, so the pose does not depend on where the face sits in
+the frame.
 
-The rotation is decomposed as R = Rz(roll) . Ry(yaw) . Rx(pitch'), so an in-plane rotation of the
-image adds exactly to roll. Signs follow `eval.faces.types.Pose`.
+Canonical frontal face (all angles zero), the documented zero of each angle:
+- the face's left-right axis, the mean direction from the image-left to the image-right member of
+  rigid symmetric pairs (eye corners, cheekbones, nose wings; never the mouth, eyebrows or jaw,
+  which move with expression, nor the outline, which slides as the head turns), is parallel to the
+  image's x axis: yaw = 0 and roll = 0;
+- the face's down axis, from the mean of the four eye corners to the mean of four cheek points at
+  the level of the nose wings, orthogonalised to the left-right axis, lies in the image plane: pitch = 0.
+  Those points are at about the same depth on a face, so this is the face's own plane, not the
+  camera's, turned towards the camera.
+
+The rotation's columns are those axes in camera coordinates (x right, y down, z away); it is
+decomposed as R = Rz(roll) . Ry(yaw) . Rx(-pitch), so an in-plane rotation of the image adds exactly
+to roll. Signs follow `eval.faces.types.Pose`.
 """
 from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
 from eval.faces.types import Pose
 
-FACE_MODEL_MM = np.array(
-    [
-        [-31.5, -40.0, 27.0],  # image-left eye
-        [31.5, -40.0, 27.0],  # image-right eye
-        [0.0, 0.0, 0.0],  # nose tip
-        [-26.0, 33.0, 24.0],  # image-left mouth corner
-        [26.0, 33.0, 24.0],  # image-right mouth corner
-    ],
-    dtype=np.float64,
-)
+# MediaPipe face-mesh indices: (image-left, image-right) member on a frontal face.
+RIGID_PAIRS = [
+    (33, 263), (133, 362),  # outer and inner eye corners
+    (116, 345), (117, 346), (118, 347), (111, 340), (123, 352), (50, 280),  # cheekbones
+    (98, 327), (129, 358), (48, 278), (64, 294), (102, 331), (100, 329),  # nose wings
+]
+EYE_CORNERS = [33, 263, 133, 362]
+CHEEKS = [50, 280, 205, 425]
 
 
 def euler_from_rotation(rotation: np.ndarray) -> Pose:
@@ -40,16 +45,30 @@ def euler_from_rotation(rotation: np.ndarray) -> Pose:
     return Pose(yaw=math.degrees(yaw), pitch=-math.degrees(pitch_down), roll=math.degrees(roll))
 
 
-def estimate_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> Pose:
-    """Pose from 5x2 landmarks (template order) in an image of (width, height)."""
-    width, height = image_size
-    focal = float(max(width, height))
-    camera = np.array([[focal, 0, (width - 1) / 2.0], [0, focal, (height - 1) / 2.0], [0, 0, 1]], dtype=np.float64)
-    ok, rvec, _ = cv2.solvePnP(
-        FACE_MODEL_MM, np.asarray(landmarks, dtype=np.float64).reshape(5, 1, 2), camera, None,
-        flags=cv2.SOLVEPNP_SQPNP,
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / (np.linalg.norm(vector, axis=-1, keepdims=True) + 1e-12)
+
+
+def mesh_rotation(points: np.ndarray) -> np.ndarray:
+    """The face's axes (columns: right, down, away) from a 468x3 mesh in camera axes."""
+    points = np.asarray(points, dtype=np.float64)
+    left, right = np.array(RIGID_PAIRS).T
+    x_axis = _unit(_unit(points[right] - points[left]).sum(axis=0))
+    down = points[CHEEKS].mean(axis=0) - points[EYE_CORNERS].mean(axis=0)
+    y_axis = _unit(down - (down @ x_axis) * x_axis)
+    return np.column_stack([x_axis, y_axis, np.cross(x_axis, y_axis)])
+
+
+def estimate_pose(points: np.ndarray) -> Pose:
+    """Pose of one 468x3 face mesh (x right, y down in pixels, z away from the camera, same scale)."""
+    return euler_from_rotation(mesh_rotation(points))
+
+
+def mirror_average(pose: Pose, mirrored: Pose, turn: float = 0.0) -> Pose:
+    """The mean of a crop's pose and its mirror image's pose mapped back (yaw and roll change sign),
+    plus the crop's turn (degrees) added to roll."""
+    return Pose(
+        yaw=(pose.yaw - mirrored.yaw) / 2,
+        pitch=(pose.pitch + mirrored.pitch) / 2,
+        roll=(pose.roll - mirrored.roll) / 2 + turn,
     )
-    if not ok:
-        raise ValueError("head pose: perspective-n-point found no solution")
-    rotation, _ = cv2.Rodrigues(rvec)
-    return euler_from_rotation(rotation)

@@ -43,7 +43,8 @@ class Expression:
 
 @dataclass
 class Face:
-    bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+    bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels: the square the face mesh
+    # spans (upright size), or YuNet's box when the analyzer runs without pose
     score: float  # detector confidence
     landmarks: np.ndarray  # 5x2: right eye, left eye (image left to right), nose, mouth right, mouth left
     aligned: np.ndarray | None = None  # 112x112x3 uint8 RGB, ArcFace template

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, GatesFileError, ReviewsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the report itself cannot be written
+        print(f"error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(out)
     return 0
 

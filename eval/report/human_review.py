@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy.engine import make_url
 
 from eval.report.sections import Cell, MetricTable
-from eval.review.__main__ import DATABASE_ENV
 from eval.review.export import ReviewsError, read_export
 from eval.review.stats import FLAGS, QUESTIONS, ReviewStatistics, pair_result, run_statistics
+from eval.review.store import workspace_store
+from governance.database import StoreUnavailable, display, is_url
 
 QUESTION_LABELS = {"likeness": "Likeness", "prompt_fidelity": "Prompt fidelity", "quality": "Quality"}
 FLAG_LABELS = {"flag_copy": "copy of the reference", "flag_not_same": "not the same person",
@@ -36,16 +36,11 @@ class HumanReview:
         return self.source if self.statistics is None else f"no reviews of this run in the {self.source}"
 
 
-def review_store_url(governance: str | Path | None) -> str | None:
-    """The store the review app writes for this governance workspace: $IDAVATAR_REVIEW_DATABASE, else
-    review.sqlite beside the workspace's governance.toml (--governance, $GOVERNANCE_CONFIG, else
-    ./governance.toml); None when there is none."""
-    url = os.environ.get(DATABASE_ENV)
-    if url:
-        return url
-    workspace = Path(governance or os.environ.get("GOVERNANCE_CONFIG") or "governance.toml")
-    database = workspace.resolve().parent / "review.sqlite"
-    return f"sqlite:///{database}" if database.is_file() else None
+def review_store_url(governance: str | Path | None) -> str | Path | None:
+    """The store the review app writes for this governance workspace (``workspace_store``: --governance,
+    $GOVERNANCE_CONFIG, else ./governance.toml); None when it is a SQLite file that does not exist."""
+    location = workspace_store(Path(governance or os.environ.get("GOVERNANCE_CONFIG") or "governance.toml"))
+    return location if is_url(location) or Path(location).is_file() else None
 
 
 def _store_frames(url: str, run_id: str) -> dict[str, pd.DataFrame]:
@@ -59,7 +54,7 @@ def _store_frames(url: str, run_id: str) -> dict[str, pd.DataFrame]:
             return store.export_frames(run_id=run_id)
         finally:
             store.close()
-    except (StoreError, SQLAlchemyError) as exc:
+    except (StoreError, StoreUnavailable, SQLAlchemyError) as exc:
         raise ReviewsError(f"{url}: cannot read the review store ({type(exc).__name__}: {exc})") from exc
 
 
@@ -74,7 +69,7 @@ def load_human_review(reviews: str | Path | None, run_id: str, scores: pd.DataFr
         return HumanReview("no reviews of this run (no review store beside the governance workspace; "
                            "--reviews DIR reads an export)")
     frames = _store_frames(url, run_id)
-    return HumanReview(f"review store {make_url(url).render_as_string(hide_password=True)}, run {run_id}",
+    return HumanReview(f"review store {display(url)}, run {run_id}",
                        run_statistics(frames, scores, summary))
 
 

@@ -8,13 +8,14 @@ LABELS = {
     "pose_div_yaw": "Pose-Div (yaw)",
     "pose_div_pitch": "Pose-Div (pitch)",
     "face_div_lpips": "Face Div (LPIPS)",
+    "face_div_features": "Face Div (features, not LPIPS)",
     "clip_t": "CLIP-T",
     "clip_i": "CLIP-I",
     "copy_paste_rate": "Copy-paste rate",
 }
 LOWER_IS_BETTER = frozenset({"copy_paste_rate", "multi_face_rate"})
 # Set-level diversity metrics, plotted against identity in the report's scatter.
-DIVERSITY_METRICS = ("pose_div_yaw", "pose_div_pitch", "expr_div", "face_div_lpips")
+DIVERSITY_METRICS = ("pose_div_yaw", "pose_div_pitch", "expr_div", "face_div_lpips", "face_div_features")
 
 
 def metric_label(key: str) -> str:
@@ -48,6 +49,10 @@ METHODS = [
      "and its reference.", "IDAdapter (Cui et al., 2024)"),
     ("Face Div", "Mean pairwise LPIPS distance between the aligned face crops within each subject x prompt "
      "set of a system.", "PhotoMaker (Li et al., 2024); IDAdapter (Cui et al., 2024)"),
+    ("Face Div (features, not LPIPS)", "The same mean over pairs on channel-normalised EfficientNet-Lite0 "
+     "stage outputs (ImageNet weights shipped in a pip package), LPIPS's recipe without its learned layer. "
+     "Not LPIPS: another backbone and scale, never comparable with published LPIPS figures; shown because "
+     "LPIPS needs a user-supplied AlexNet file.", "this suite (eval/scoring/face_features.py)"),
     ("CLIP-T / CLIP-I", "CLIP ViT-L/14 cosine similarity of each output to its prompt (T) and to the "
      "reference image (I).", "PhotoMaker (Li et al., 2024); IDAdapter (Cui et al., 2024)"),
     ("Copy-paste rate", "Share of outputs that are near-copies of the reference: ID-Sim at the top of the scale "

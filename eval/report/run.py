@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import platformdirs
 
+from eval.files import read_json
 from eval.report.governance_checks import GovernanceChecks, check_governance, load_context, not_configured
 
 if TYPE_CHECKING:
@@ -103,24 +104,26 @@ def _run_name(source: Path) -> str:
 
 
 def read_scores_dir(scores_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    scores_dir = Path(scores_dir)
-    summary_path, parquet_path, csv_path = (scores_dir / name for name in
-                                            ("summary.json", "scores.parquet", "scores.csv"))
-    if not summary_path.is_file():
-        raise RunError(f"{scores_dir}: not a scores folder (no summary.json)")
+    """The scores and summary of one scores folder, refused (RunError) unless they form one set."""
+    from eval.outputs import OutputSetError, read_scores_set
+
     try:
-        summary = json.loads(summary_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{summary_path}: not valid JSON ({exc})") from exc
+        scores, summary = read_scores_set(scores_dir)
+    except OutputSetError as exc:
+        raise RunError(str(exc)) from None
     if not isinstance(summary.get("systems"), dict) or not summary["systems"]:
-        raise RunError(f"{summary_path}: no systems in the summary")
-    if parquet_path.is_file():
-        scores = pd.read_parquet(parquet_path)
-    elif csv_path.is_file():
-        scores = pd.read_csv(csv_path)
-    else:
-        raise RunError(f"{scores_dir}: no scores.parquet or scores.csv beside summary.json")
+        raise RunError(f"{Path(scores_dir) / 'summary.json'}: no systems in the summary")
     return scores, summary
+
+
+def _score_for_review(manifest: Path, calibration: str | Path | None, progress: bool) -> Path:
+    from eval.cache import CacheError
+    from eval.score import score_manifest
+
+    try:
+        return score_manifest(manifest, thresholds=calibration, progress=progress).out_dir
+    except (ValueError, CacheError) as exc:  # ScoreError, OutputSetError: one line naming the file
+        raise RunError(str(exc)) from None
 
 
 def _calibration_used_in_scoring(summary: dict) -> Path | None:
@@ -135,8 +138,8 @@ def _load_calibration(path: Path | None) -> tuple[dict | None, str]:
     if path is None:
         return None, "no calibration file given (--calibration)"
     try:
-        return json.loads(Path(path).read_text()), str(path)
-    except (OSError, json.JSONDecodeError) as exc:
+        return read_json(path), str(path)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise RunError(f"{path}: cannot read the calibration ({exc})") from exc
 
 
@@ -161,9 +164,7 @@ def load_run(source: str | Path | None = None, *, system: str | None = None, pre
     if source.is_dir():
         scores_dir = source
     elif source.is_file():
-        from eval.score import score_manifest
-
-        scores_dir = score_manifest(source, thresholds=calibration, progress=progress).out_dir
+        scores_dir = _score_for_review(source, calibration, progress)
     else:
         raise RunError(f"{source}: no such manifest or scores folder")
     scores, summary = read_scores_dir(scores_dir)

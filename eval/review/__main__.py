@@ -9,8 +9,9 @@ export RUN       --out DIR: the run's ratings, votes and decisions as parquet fi
                  (the statistics of eval.review.stats), for `python -m eval.report RUN --reviews DIR`
 
 Every command takes --workspace (default $GOVERNANCE_CONFIG, else ./governance.toml): its audit log
-gets every rating, vote and decision, and the review store is review.sqlite beside it (--database URL
-or $IDAVATAR_REVIEW_DATABASE for another SQLAlchemy URL, e.g. postgresql://...).
+gets every rating, vote and decision. The review store is --database (a path, sqlite:/// or
+postgresql:// URL), else $IDAVATAR_REVIEW_DATABASE, else the workspace's `review_store`, else
+review.sqlite beside the workspace.
 """
 from __future__ import annotations
 
@@ -20,17 +21,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eval.review.store import ROLES, ReviewStore, StoreError
+from eval.review.store import DATABASE_ENV, ROLES, ReviewStore, StoreError, workspace_store
+from governance.database import StoreUnavailable
 
-DATABASE_ENV = "IDAVATAR_REVIEW_DATABASE"
 
 
 def workspace_of(args: argparse.Namespace) -> Path:
     return Path(args.workspace or os.environ.get("GOVERNANCE_CONFIG") or "governance.toml")
 
 
-def database_url(args: argparse.Namespace, workspace: Path) -> str:
-    return args.database or os.environ.get(DATABASE_ENV) or f"sqlite:///{workspace.resolve().parent / 'review.sqlite'}"
+def database_url(args: argparse.Namespace, workspace: Path) -> str | Path:
+    return workspace_store(workspace, args.database)
 
 
 def open_store(args: argparse.Namespace, workspace: Path) -> ReviewStore:
@@ -106,6 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_actions(args: argparse.Namespace) -> int:
     from eval.report.governance_checks import load_context
+    from governance.audit_log import describe_entry
     from governance.review_log import REVIEW_ACTIONS
 
     workspace = workspace_of(args)
@@ -116,11 +118,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
     print(verification)
     for entry in context.audit_log.entries():
         if entry.get("action") in REVIEW_ACTIONS:
-            details = entry.get("details") or {}
-            values = ", ".join(f"{key}={value}" for key, value in details.items()
-                               if key not in ("review_id",) and value not in (None, [], ""))
-            print(f"{entry['seq']:>6} {entry['time']} {entry['actor']} ({entry.get('role')}) {entry['action']} "
-                  f"{entry.get('object')} {values}")
+            print(describe_entry(entry))
     return 0 if verification.ok else 1
 
 
@@ -148,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", help="governance.toml (default $GOVERNANCE_CONFIG, else ./governance.toml)")
-    common.add_argument("--database", help=f"SQLAlchemy URL of the review store (default ${DATABASE_ENV}, "
-                                           "else review.sqlite beside the workspace)")
+    common.add_argument("--database", help=f"the review store: a path, sqlite:/// or postgresql:// URL (default "
+                                           f"${DATABASE_ENV}, else the workspace's review_store, else review.sqlite "
+                                           "beside the workspace)")
     server = argparse.ArgumentParser(add_help=False)
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8000)
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (StoreError, ValueError, FileNotFoundError) as error:
+    except (StoreError, StoreUnavailable, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eval.review.auth import Auth, LoginLimiter
@@ -20,6 +21,7 @@ from eval.review.catalog import Catalog
 from eval.review.recorder import Recorder
 from eval.review.store import ReviewStore
 from eval.review.tasks import ReviewError, ReviewService
+from governance.database import StoreUnavailable, first_line
 
 BODY_LIMIT = 64 * 1024
 SECURITY_HEADERS = {
@@ -110,6 +112,14 @@ def create_app(catalog: Catalog, store: ReviewStore, context, *, ratings_per_ima
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": error.detail()}, status_code=error.status)
         return pages.message_page(request, error.status, error.message, field=error.field)
+
+    @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(DBAPIError)
+    async def store_down(request: Request, error: Exception) -> Response:
+        message = f"the review store cannot be reached right now ({first_line(error)}); nothing was recorded, try again"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": [{"loc": [], "msg": message}]}, status_code=503)
+        return pages.message_page(request, 503, message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

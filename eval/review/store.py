@@ -1,8 +1,10 @@
 """The review store: accounts, blind ratings, A/B votes and release decisions, through SQLAlchemy 2.
 
-SQLite in WAL mode is the embedded default (``review.sqlite`` in the governance workspace); any
-SQLAlchemy URL works (``postgresql://...``), because every statement here is SQLAlchemy Core/ORM.
-The schema is versioned in the ``review_schema`` table and created or migrated on open.
+SQLite in WAL mode is the embedded default (``review.sqlite`` in the governance workspace, or any
+path / ``sqlite:///`` URL); ``postgresql://...`` puts it on a shared server (psycopg 3), because every
+statement here is portable SQLAlchemy Core/ORM. The schema is created and versioned on open by
+``governance.database.open_store`` (concurrent first opens on a server are serialised there); a
+server that cannot be reached is one ``StoreUnavailable`` line naming the review store.
 
 A row is committed first with ``audit_seq`` NULL, then its audit entry is written, then the row
 gets the entry's ``seq``: a row still NULL after a crash is found by ``unaudited()`` and reconciled
@@ -11,22 +13,44 @@ at start-up (``eval.review.recorder``).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine,
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
                         event, func, select, update)
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from governance.database import StoreUnavailable, display, first_line, is_url, open_store
 
 SCHEMA_VERSION = 1
 ROLES = ("reviewer", "approver", "admin")
 OUTCOMES = ("left", "right", "tie", "both_bad")
 DECISIONS = ("approve", "reject")
 FLAGS = ("copy", "not_same", "artefacts", "unsafe", "other")
+
+
+DATABASE_ENV = "IDAVATAR_REVIEW_DATABASE"
+
+
+def workspace_store(workspace: Path, database: str | Path | None = None) -> str | Path:
+    """Where a workspace's review store is: ``database``, else $IDAVATAR_REVIEW_DATABASE, else the
+    workspace's ``review_store``, else review.sqlite beside its governance.toml."""
+    chosen = database or os.environ.get(DATABASE_ENV)
+    if chosen:
+        return chosen
+    if workspace.is_file():
+        from governance import GovernanceContext
+
+        configured = GovernanceContext.load(workspace).config.review_store
+        if configured:
+            return configured
+    return workspace.resolve().parent / "review.sqlite"
 
 
 class StoreError(ValueError):
@@ -47,12 +71,6 @@ def new_id() -> str:
 
 class Base(DeclarativeBase):
     pass
-
-
-class SchemaVersion(Base):
-    __tablename__ = "review_schema"
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    applied: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
 
 
 class Setting(Base):
@@ -83,7 +101,7 @@ class Rating(Base):
     subject: Mapped[str] = mapped_column(Text)
     prompt: Mapped[str] = mapped_column(Text)
     prompt_category: Mapped[str] = mapped_column(Text)
-    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     reviewer: Mapped[str] = mapped_column(ForeignKey("review_accounts.name"))
     likeness: Mapped[int | None] = mapped_column(Integer, nullable=True)
     prompt_fidelity: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -98,7 +116,7 @@ class Rating(Base):
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
     time_spent_s: Mapped[float] = mapped_column(Float)
     presented_position: Mapped[int] = mapped_column(Integer)
-    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Vote(Base):
@@ -109,7 +127,7 @@ class Vote(Base):
     pair_id: Mapped[str] = mapped_column(String(64))  # "<lower line>-<higher line>": the pair, whatever the order
     subject: Mapped[str] = mapped_column(Text)
     prompt: Mapped[str] = mapped_column(Text)
-    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     system_left: Mapped[str] = mapped_column(Text)
     system_right: Mapped[str] = mapped_column(Text)
     line_left: Mapped[int] = mapped_column(Integer)
@@ -121,7 +139,7 @@ class Vote(Base):
     winner: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
     time_spent_s: Mapped[float] = mapped_column(Float)
-    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Decision(Base):
@@ -137,7 +155,7 @@ class Decision(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
     time_spent_s: Mapped[float] = mapped_column(Float)
-    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 JUDGMENTS = {"rating": Rating, "vote": Vote, "decision": Decision}
@@ -158,45 +176,46 @@ _NULLABLE_INTS = ("line", "seed", "likeness", "prompt_fidelity", "quality", "aud
 _BOOLS = tuple(f"flag_{flag}" for flag in FLAGS) + ("skipped",)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+STORE = "review store"
+
+
+def _review_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # a committed row survives a power cut, not only a crash
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
+def store_location(location: str | Path) -> str | Path:
+    """A ``sqlite:///`` URL as its file path (what ``open_store`` takes); anything else unchanged."""
+    if is_url(location) and make_url(location).get_backend_name() == "sqlite":
+        return Path(make_url(location).database)
+    return location
 
 
 class ReviewStore:
-    """All reads and writes of the review app. Every write method commits before it returns."""
+    """All reads and writes of the review app. Every write method commits before it returns.
 
-    def __init__(self, url: str):
-        self.url = url
-        self.engine = make_engine(url)
+    A write the server fails (down, restarting) raises ``StoreUnavailable``; nothing of it is kept."""
+
+    def __init__(self, url: str | Path):
+        self.url = str(url)
+        self.where = f"{STORE} at {display(self.url)}"
+        self.engine = open_store(store_location(url), store=STORE, metadata=Base.metadata, version=SCHEMA_VERSION)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _review_pragmas)
+            self.engine.dispose()  # the connection that created the schema predates the listener
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        Base.metadata.create_all(self.engine)
-        with self.session() as session:
-            version = session.scalar(select(func.max(SchemaVersion.version)))
-            if version is not None and version > SCHEMA_VERSION:
-                raise StoreError(f"{self.url}: review schema version {version} is newer than this code "
-                                 f"({SCHEMA_VERSION}); upgrade idavatar")
-            if version is None:
-                session.add(SchemaVersion(version=SCHEMA_VERSION))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError:
+            raise
+        except DBAPIError as error:
+            raise StoreUnavailable(f"{self.where}: {first_line(error)}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -326,7 +345,7 @@ class ReviewStore:
         """{"ratings", "votes", "decisions"}: one DataFrame each, typed for analysis (nullable Int64 scores,
         bool flags, UTC timestamps), optionally for one run."""
         frames = {}
-        with self.engine.connect() as connection:
+        with self.session() as connection:
             for name, table in _TABLE_OF_FRAME.items():
                 query = select(*(getattr(table, column) for column in _COLUMNS[name]))
                 if run_id is not None:

@@ -4,13 +4,14 @@ Per image (by content hash) the cache holds two kinds of record:
 - the main face's geometry, pose, expression and aligned crop, keyed by the detector / pose /
   expression models (with their weight hashes) and `FACES_VERSION`;
 - one embedding per recognizer, keyed by that recognizer's models and `EMBED_VERSION`.
-Images missing everything go to the engine (`LocalFaceEngine`, or a replacement with the same two
-methods) in chunks, each chunk committed to the cache before the next; an image missing only some
-recognizers' embeddings has just those computed from its cached face, so changing one recognizer
-recomputes only its column. Every miss is decoded from the very bytes that were hashed.
+Images missing everything go to the engine (`LocalFaceEngine`, or one with the same methods, such
+as eval/engines/ray.py) in chunks, each chunk committed to the cache before the next; an image
+missing only some recognizers' embeddings has just those computed from its cached face, so changing
+one recognizer recomputes only its column. Every miss is decoded from the very bytes that were hashed.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,8 @@ class LocalFaceEngine:
     it gets the misses, returns their records, and never touches the cache (the driver writes it).
 
     `analyze(misses)` -> per miss, in order: (face record, {recognizer: embedding}).
+    `analyze_chunks(misses, size)` -> the same as (miss, face record, embeddings), a chunk at a time
+    (another engine may yield its chunks in the order they finish).
     `embed(name, misses, faces)` -> per miss: embedding from its cached face record, or an ImageChanged.
     A face record with `transient` set describes a read failure, not the bytes: it is never cached."""
 
@@ -143,6 +146,14 @@ class LocalFaceEngine:
                                                for name in self.analyzer.recognizers}
             results[position] = (_face_record(result), vectors)
         return results
+
+    def analyze_chunks(self, misses: list[Miss], size: int) -> Iterator[list[tuple[Miss, dict, dict[str, np.ndarray]]]]:
+        for start in range(0, len(misses), size):
+            chunk = misses[start : start + size]
+            yield [(miss, face, vectors) for miss, (face, vectors) in zip(chunk, self.analyze(chunk))]
+
+    def close(self) -> None:
+        """Nothing to release here; a cluster engine stops what it started."""
 
     def embed(self, name: str, misses: list[Miss], faces: dict[str, dict]) -> list[np.ndarray | ImageChanged]:
         recognizer = self.analyzer.recognizers[name]
@@ -220,11 +231,10 @@ class CachedFaceAnalysis:
                      progress: bool) -> None:
         """Send the images the cache has never seen to the engine; commit each chunk's records."""
         with tqdm(total=len(new), desc="faces", unit="img", disable=not progress or not new) as bar:
-            for start in range(0, len(new), CACHE_CHUNK):
-                chunk = [Miss(r.path, r.sha256) for r in new[start : start + CACHE_CHUNK]]
+            for chunk in self.engine.analyze_chunks([Miss(r.path, r.sha256) for r in new], CACHE_CHUNK):
                 stored: dict[str, dict[str, dict]] = {self.faces_namespace: {}}
                 stored.update({namespace: {} for namespace in self.embed_namespaces.values()})
-                for miss, (face, vectors) in zip(chunk, self.engine.analyze(chunk)):
+                for miss, face, vectors in chunk:
                     faces[miss.sha256] = face
                     for name, vector in vectors.items():
                         embeddings[name][miss.sha256] = {"vector": vector}

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from eval.cache import ResultCache, sha256_bytes
-from eval.faces import load_image
+from eval.faces import FaceInputError
 from eval.faces.recognizers import cosine
 from eval.scoring import MetricUnavailable
-from eval.scoring.analysis import ImageRecord
+from eval.scoring.analysis import ImageRecord, Miss, verified_pixels
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 CLIP_VERSION = "clip-v1"
@@ -31,6 +32,10 @@ BATCH = 16
 def _model_dir(source: str) -> Path:
     if Path(source).is_dir():
         return Path(source)
+    from huggingface_hub import constants
+
+    if not (Path(constants.HF_HUB_CACHE) / f"models--{source.replace('/', '--')}").is_dir():
+        raise OSError(f"{source} is not in the HF cache")  # said before importing the downloader (a second)
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(source, local_files_only=True))
@@ -51,35 +56,61 @@ def _features(output) -> np.ndarray:
 
 
 class ClipScorer:
+    """Finds the model at once (MetricUnavailable when absent) but loads it only when an embedding is
+    not in the cache, so a cached run never pays for CLIP."""
+
     def __init__(self, source: str | os.PathLike | None = None):
         self.source = str(source or os.environ.get("IDAVATAR_CLIP") or DEFAULT_CLIP)
         try:
-            folder = _model_dir(self.source)
+            self.folder = _model_dir(self.source)
+        except (OSError, ValueError) as error:
+            raise self._unavailable(error) from None
+        self.namespace = f"{CLIP_VERSION}/{self.source}:{_fingerprint(self.folder)}"
+
+    def _unavailable(self, error: Exception) -> MetricUnavailable:
+        return MetricUnavailable(
+            f"CLIP model '{self.source}' not available offline ({type(error).__name__}); provide a local "
+            f"transformers CLIP directory with --clip DIR or IDAVATAR_CLIP=DIR, or put {DEFAULT_CLIP} in the HF cache"
+        )
+
+    @cached_property
+    def _loaded(self):
+        try:
             from transformers import CLIPModel, CLIPProcessor
 
-            self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
-            self.processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True)
+            return (CLIPModel.from_pretrained(str(self.folder), local_files_only=True).eval(),
+                    CLIPProcessor.from_pretrained(str(self.folder), local_files_only=True))
         except (OSError, ValueError) as error:
-            raise MetricUnavailable(
-                f"CLIP model '{self.source}' not available offline ({type(error).__name__}); provide a local "
-                f"transformers CLIP directory with --clip DIR or IDAVATAR_CLIP=DIR, or put {DEFAULT_CLIP} in the HF cache"
-            ) from None
-        self.namespace = f"{CLIP_VERSION}/{self.source}:{_fingerprint(folder)}"
+            raise self._unavailable(error) from None
 
-    def _image_batch(self, paths: list[Path]) -> np.ndarray:
+    def _image_batch(self, misses: list[Miss]) -> np.ndarray:
+        """One row per miss, NaN for an image whose bytes changed since they were hashed."""
         import torch
         from PIL import Image
 
-        images = [Image.fromarray(load_image(path)) for path in paths]  # the pixels the face core saw
+        model, processor = self._loaded
+        images, kept = [], []
+        for position, miss in enumerate(misses):
+            try:
+                images.append(Image.fromarray(verified_pixels(miss)))  # the very bytes the face core hashed
+                kept.append(position)
+            except FaceInputError:
+                pass
+        if not images:
+            return np.full((len(misses), 1), np.nan, np.float32)
         with torch.inference_mode():
-            return _features(self.model.get_image_features(**self.processor(images=images, return_tensors="pt")))
+            features = _features(model.get_image_features(**processor(images=images, return_tensors="pt")))
+        rows = np.full((len(misses), features.shape[1]), np.nan, np.float32)
+        rows[kept] = features
+        return rows
 
     def _text_batch(self, prompts: list[str]) -> np.ndarray:
         import torch
 
-        inputs = self.processor(text=prompts, return_tensors="pt", padding=True, truncation=True)
+        model, processor = self._loaded
+        inputs = processor(text=prompts, return_tensors="pt", padding=True, truncation=True)
         with torch.inference_mode():
-            return _features(self.model.get_text_features(**inputs))
+            return _features(model.get_text_features(**inputs))
 
     def _embed(self, keys: list[str], items: list, embed_batch, cache: ResultCache,
                progress: bool = False) -> dict[str, np.ndarray]:
@@ -90,15 +121,17 @@ class ClipScorer:
                           disable=not progress or not todo):
             chunk = todo[start : start + BATCH]
             vectors = embed_batch([item for _, item in chunk])
-            fresh = {key: {"vector": vector.astype(np.float32)} for (key, _), vector in zip(chunk, vectors)}
+            fresh = {key: {"vector": vector.astype(np.float32)} for (key, _), vector in zip(chunk, vectors)
+                     if np.isfinite(vector).all()}
             cache.put_many(namespace, fresh)
             found.update({key: record["vector"] for key, record in fresh.items()})
         return found
 
     def image_embeddings(self, images: dict[str, Path], cache: ResultCache,
                          progress: bool = False) -> dict[str, np.ndarray]:
-        """{content sha256: embedding} for {content sha256: path}."""
-        return self._embed(list(images), list(images.values()), self._image_batch, cache, progress)
+        """{content sha256: embedding} for {content sha256: path}; none for an image that changed."""
+        misses = [Miss(path, sha256) for sha256, path in images.items()]
+        return self._embed(list(images), misses, self._image_batch, cache, progress)
 
     def text_embeddings(self, prompts: list[str], cache: ResultCache, progress: bool = False) -> dict[str, np.ndarray]:
         """{prompt: embedding}."""

@@ -5,10 +5,16 @@ faces, so framing does not count as diversity.
 LPIPS's own linear layers ship inside the `lpips` package. Its AlexNet backbone is torchvision's
 ImageNet file, read from $TORCH_HOME/hub/checkpoints only when present (never downloaded, never
 random): otherwise `MetricUnavailable` names the exact file to provide.
+
+Beside it, `face_div_features` (eval/scoring/face_features.py) is the same mean over pairs on
+EfficientNet-Lite0 features, whose weights ship in a pip package: labelled everywhere as NOT LPIPS.
+Both cache each pair's distance by the two crops' content and the scorer's weights and version.
 """
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -22,18 +28,51 @@ from eval.scoring import MetricUnavailable
 from eval.scoring.analysis import ImageRecord
 from eval.scoring.rows import FACE_STATUSES
 
-LPIPS_VERSION = "lpips-alex-0.1-v1"
-SET_COLUMNS = ["system", "subject", "prompt", "prompt_category", "face_div_lpips"]
+LPIPS_VERSION = "lpips-alex-0.1-v2"  # v2: pair records under "distance"
+SET_COLUMNS = ["system", "subject", "prompt", "prompt_category", "face_div_lpips", "face_div_features"]
 BATCH = 64
 
 
 def alexnet_weights_path() -> Path:
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / REGISTER["lpips_alex"].filename
+    return torch_hub_dir() / "checkpoints" / REGISTER["lpips_alex"].filename
 
 
-class FaceLpips:
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir(), without importing torch (two seconds of every run's start-up) unless it is."""
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    default = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"
+    return Path(os.environ.get("TORCH_HOME", default)).expanduser() / "hub"
+
+
+class PairwiseScorer:
+    """A distance between face crops, with its mean over all pairs cached pair by pair. Subclasses
+    set `namespace` (the cache key: weights and version) and `_distances(pairs) -> array`."""
+
+    namespace: str
+
+    def _distances(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        raise NotImplementedError
+
+    def mean_pairwise(self, crops: list[np.ndarray], cache: ResultCache) -> float | None:
+        """Mean distance over all pairs of `crops` (uint8 HxWx3); None for fewer than two."""
+        if len(crops) < 2:
+            return None
+        hashes = [sha256_bytes(np.ascontiguousarray(crop).tobytes()) for crop in crops]
+        index_pairs = list(itertools.combinations(range(len(crops)), 2))
+        keys = ["+".join(sorted((hashes[i], hashes[j]))) for i, j in index_pairs]
+        pairs = {key: (crops[i], crops[j]) for key, (i, j) in zip(keys, index_pairs)}
+        found = {key: float(record["distance"]) for key, record in cache.get_many(self.namespace, list(pairs)).items()}
+        todo = [key for key in pairs if key not in found]
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start : start + BATCH]
+            values = self._distances([pairs[key] for key in batch])
+            cache.put_many(self.namespace, {key: {"distance": float(v)} for key, v in zip(batch, values)})
+            found.update(zip(batch, map(float, values)))
+        return float(np.mean([found[key] for key in keys]))
+
+
+class FaceLpips(PairwiseScorer):
     def __init__(self):
         weights = alexnet_weights_path()
         if not weights.is_file():
@@ -66,34 +105,19 @@ class FaceLpips:
         with torch.inference_mode():
             return self.model(tensor([a for a, _ in pairs]), tensor([b for _, b in pairs])).flatten().numpy()
 
-    def mean_pairwise(self, crops: list[np.ndarray], cache: ResultCache) -> float | None:
-        """Mean LPIPS over all pairs of `crops` (uint8 HxWx3); None for fewer than two."""
-        if len(crops) < 2:
-            return None
-        hashes = [sha256_bytes(np.ascontiguousarray(crop).tobytes()) for crop in crops]
-        index_pairs = list(itertools.combinations(range(len(crops)), 2))
-        keys = ["+".join(sorted((hashes[i], hashes[j]))) for i, j in index_pairs]
-        pairs = {key: (crops[i], crops[j]) for key, (i, j) in zip(keys, index_pairs)}
-        found = {key: float(record["lpips"]) for key, record in cache.get_many(self.namespace, list(pairs)).items()}
-        todo = [key for key in pairs if key not in found]
-        for start in range(0, len(todo), BATCH):
-            batch = todo[start : start + BATCH]
-            values = self._distances([pairs[key] for key in batch])
-            cache.put_many(self.namespace, {key: {"lpips": float(v)} for key, v in zip(batch, values)})
-            found.update(zip(batch, map(float, values)))
-        return float(np.mean([found[key] for key in keys]))
 
-
-def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], lpips: FaceLpips,
-                  cache: ResultCache, progress: bool = False) -> pd.DataFrame:
-    """One Face Div value per system x subject x prompt set with two or more faces."""
+def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], scorers: dict, cache: ResultCache,
+                  progress: bool = False) -> pd.DataFrame:
+    """One row per system x subject x prompt set with two or more faces; `scorers` maps a column
+    (face_div_lpips, face_div_features) to its scorer, and a column without one stays empty."""
     with_face = scores["status"].isin(FACE_STATUSES).to_numpy()
     sets = []
     groups = scores[with_face].groupby(["system", "subject", "prompt"], sort=False)
-    for (system, subject, prompt), group in tqdm(groups, desc="Face Div (LPIPS)", unit="set", disable=not progress):
+    for (system, subject, prompt), group in tqdm(groups, desc="Face Div", unit="set", disable=not progress):
+        if len(group) < 2:
+            continue
         crops = [images[i].aligned for i in group.index]
-        value = lpips.mean_pairwise(crops, cache)
-        if value is not None:
-            sets.append({"system": system, "subject": subject, "prompt": prompt,
-                         "prompt_category": group["prompt_category"].iloc[0], "face_div_lpips": value})
+        values = {column: scorer.mean_pairwise(crops, cache) for column, scorer in scorers.items()}
+        sets.append({"system": system, "subject": subject, "prompt": prompt,
+                     "prompt_category": group["prompt_category"].iloc[0], **values})
     return pd.DataFrame(sets, columns=SET_COLUMNS)

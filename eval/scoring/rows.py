@@ -15,7 +15,10 @@ FACE_STATUSES = ("ok", "multi_face")
 
 
 def inside(root: Path, relative: str) -> Path:
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+    except (RuntimeError, OSError) as error:  # a symbolic-link loop (RuntimeError before Python 3.13)
+        raise ValueError(f"{relative}: cannot resolve the path ({error})") from None
     if not path.is_relative_to(root.resolve()):
         raise ValueError(f"{relative} resolves outside the manifest's folder (symbolic link?)")
     return path
@@ -64,12 +67,28 @@ def score_identity(row: dict, image: ImageRecord, references: list[ImageRecord],
     row["copy_paste"] = is_copy_paste(similarities, row.get("d_yaw"), row.get("d_pitch"))
 
 
+KEY_TEXT = ["system", "subject", "prompt", "prompt_category", "image", "references", "status"]  # never missing
+OPTIONAL_TEXT = ["error", "expr_label", "ref_expr_label", "face_crop", "run_id"]
+TYPES = {"line": "Int64", "seed": "Int64", "n_faces": "Int64", "expr_changed": "boolean", "copy_paste": "boolean",
+         "error": "string", "expr_label": "string", "ref_expr_label": "string"}
+FLOATS = ["yaw", "pitch", "roll", "d_yaw", "d_pitch", "clip_t", "clip_i"]
+
+
 def typed_table(rows: list[dict], recognizers: list[str]) -> pd.DataFrame:
     identity = [f"id_sim_{name}" for name in recognizers]
     columns = ["line", "system", "subject", "prompt", "prompt_category", "seed", "image", "references", "status",
                "error", "n_faces", *identity, "expr_label", "ref_expr_label", "expr_changed", "yaw", "pitch",
                "roll", "d_yaw", "d_pitch", "copy_paste", "clip_t", "clip_i"]
-    types = {"seed": "Int64", "n_faces": "Int64", "expr_changed": "boolean", "copy_paste": "boolean",
-             "error": "string", "expr_label": "string", "ref_expr_label": "string",
-             **{column: float for column in [*identity, "yaw", "pitch", "roll", "d_yaw", "d_pitch", "clip_t", "clip_i"]}}
+    types = {**TYPES, **{column: float for column in [*identity, *FLOATS]}}
     return pd.DataFrame(rows).reindex(columns=columns).astype(types)
+
+
+def read_scores_csv(path: Path) -> pd.DataFrame:
+    """scores.csv typed as `typed_table` types it: text exactly as written (a prompt "NA", "null" or "1"
+    stays that string), an empty field missing only where a value may be missing."""
+    header = pd.read_csv(path, nrows=0).columns
+    text = {column: str for column in [*KEY_TEXT, *OPTIONAL_TEXT] if column in header}
+    missing = {column: [""] for column in header if column not in KEY_TEXT}
+    table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=missing)
+    numbers = {column: float for column in header if column.startswith("id_sim_") or column in FLOATS}
+    return table.astype({**{c: t for c, t in TYPES.items() if c in header}, **numbers})

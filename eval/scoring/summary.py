@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pandas as pd
-from scipy.stats import spearmanr
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.scoring.rows import FACE_STATUSES
 from eval.stats import N_RESAMPLES, SEED, bootstrap_ci
 
 SHARED_METRICS = ["face_detect_rate", "multi_face_rate", "expr_div", "pose_div_pitch", "pose_div_yaw",
-                  "face_div_lpips", "clip_t", "clip_i", "copy_paste_rate"]
+                  "face_div_lpips", "face_div_features", "clip_t", "clip_i", "copy_paste_rate"]
 NO_FACE = "no image with a detected face"
 NO_IMAGE = "no readable image"
 SUMMARY_VERSION = f"summary-v1/bootstrap-{N_RESAMPLES}-seed{SEED}"
@@ -28,7 +28,8 @@ def metric_keys(recognizers: list[str]) -> list[str]:
     return [f"id_sim_{name}" for name in recognizers] + SHARED_METRICS
 
 
-def _samples(rows: pd.DataFrame, face_div: list[float], recognizers: list[str]) -> dict[str, tuple[pd.Series, str]]:
+def _samples(rows: pd.DataFrame, face_div: list[float], recognizers: list[str],
+             face_div_features: list[float]) -> dict[str, tuple[pd.Series, str]]:
     readable = rows[rows["status"] != "error"]
     faces = rows[rows["status"].isin(FACE_STATUSES)]
     samples = {f"id_sim_{name}": (faces[f"id_sim_{name}"], NO_FACE) for name in recognizers}
@@ -39,6 +40,7 @@ def _samples(rows: pd.DataFrame, face_div: list[float], recognizers: list[str]) 
         "pose_div_pitch": (faces["d_pitch"].abs(), "no face with a head pose on both sides"),
         "pose_div_yaw": (faces["d_yaw"].abs(), "no face with a head pose on both sides"),
         "face_div_lpips": (pd.Series(face_div, dtype=float), "no subject x prompt set with two or more faces"),
+        "face_div_features": (pd.Series(face_div_features, dtype=float), "no subject x prompt set with two or more faces"),
         "clip_t": (readable["clip_t"], NO_IMAGE),
         "clip_i": (readable["clip_i"], NO_IMAGE),
         "copy_paste_rate": (faces["copy_paste"].astype(float), NO_FACE),
@@ -47,10 +49,10 @@ def _samples(rows: pd.DataFrame, face_div: list[float], recognizers: list[str]) 
 
 
 def summarize_group(rows: pd.DataFrame, face_div: list[float], recognizers: list[str],
-                    unavailable: dict[str, str]) -> dict:
+                    unavailable: dict[str, str], face_div_features: list[float] = ()) -> dict:
     """Aggregates of one group of rows; `unavailable` holds run-wide reasons (a missing model)."""
     metrics, reasons = {}, {}
-    for key, (values, empty_reason) in _samples(rows, face_div, recognizers).items():
+    for key, (values, empty_reason) in _samples(rows, face_div, recognizers, list(face_div_features)).items():
         interval = None if key in unavailable else bootstrap_ci(pd.to_numeric(values, errors="coerce"))
         metrics[key] = None if interval is None else interval.as_dict()
         if interval is None:
@@ -68,25 +70,40 @@ def recognizer_agreement(rows: pd.DataFrame, recognizers: list[str]) -> dict:
             agreement[f"{a}~{b}"] = {"spearman": None, "p_value": None, "n": int(len(pair)),
                                      "reason": "fewer than 3 faces with distinct scores"}
             continue
-        result = spearmanr(pair.iloc[:, 0], pair.iloc[:, 1])
-        agreement[f"{a}~{b}"] = {"spearman": round(float(result.statistic), 6),
-                                 "p_value": float(result.pvalue), "n": int(len(pair))}
+        rho, p_value = spearman(pair.iloc[:, 0], pair.iloc[:, 1])
+        agreement[f"{a}~{b}"] = {"spearman": round(rho, 6), "p_value": p_value, "n": int(len(pair))}
     return agreement
+
+
+def spearman(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p-value, as scipy.stats.spearmanr gives them (Pearson on average
+    ranks; Student's t with n - 2 degrees of freedom), without importing scipy.stats (a second of start-up)."""
+    from scipy.special import stdtr
+
+    rho = float(a.rank().corr(b.rank()))
+    n = len(a)
+    if abs(rho) >= 1.0:
+        return rho, 0.0
+    t = rho * math.sqrt((n - 2) / (1.0 - rho * rho))
+    return rho, float(2.0 * stdtr(n - 2, -abs(t)))
 
 
 def summarize_systems(scores: pd.DataFrame, face_div_sets: pd.DataFrame, recognizers: list[str],
                       unavailable: dict[str, str]) -> dict:
-    """`face_div_sets` has one row per subject x prompt set: system, prompt_category, face_div_lpips."""
+    """`face_div_sets` has one row per subject x prompt set: system, prompt_category, face_div_lpips,
+    face_div_features."""
     systems = {}
     for system in scores["system"].drop_duplicates():
         rows = scores[scores["system"] == system]
         sets = face_div_sets[face_div_sets["system"] == system]
-        summary = summarize_group(rows, list(sets["face_div_lpips"]), recognizers, unavailable)
+        summary = summarize_group(rows, list(sets["face_div_lpips"]), recognizers, unavailable,
+                                  list(sets["face_div_features"]))
         summary["recognizer_agreement"] = recognizer_agreement(rows, recognizers)
         summary["by_category"] = {
             category: summarize_group(
                 rows[rows["prompt_category"] == category],
-                list(sets.loc[sets["prompt_category"] == category, "face_div_lpips"]), recognizers, unavailable)
+                list(sets.loc[sets["prompt_category"] == category, "face_div_lpips"]), recognizers, unavailable,
+                list(sets.loc[sets["prompt_category"] == category, "face_div_features"]))
             for category in rows["prompt_category"].drop_duplicates()
         }
         systems[str(system)] = summary
@@ -101,7 +118,7 @@ def summarize_systems_cached(cache: ResultCache, scores: pd.DataFrame, face_div_
         json.dumps([recognizers, unavailable], sort_keys=True).encode(),
     ]))
     hit = cache.get(SUMMARY_VERSION, content)
-    if hit is not None:
+    if hit is not None and isinstance(hit.get("systems"), dict):  # any other shape is a miss
         return hit["systems"]
     systems = summarize_systems(scores, face_div_sets, recognizers, unavailable)
     cache.put(SUMMARY_VERSION, content, {"systems": systems})

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from eval.cache import open_cache
 from eval.faces import similarity
-from eval.score import score_manifest
+from eval.score import ScoreError, score_manifest
 from eval.scoring.analysis import CachedFaceAnalysis
 from eval.scoring.identity import COPY_SIMILARITY, is_copy_paste, reference_profile
 from eval.scoring.summary import SHARED_METRICS, summarize_group
@@ -92,13 +92,12 @@ def test_summary_denominators(rows):
 
 
 @pytest.mark.slow  # needs the session's demo analysis
-def test_a_manifest_with_no_valid_line_still_writes_its_outputs(tmp_path, eval_analyzer, score_cache):
+def test_a_manifest_with_no_valid_line_is_refused_and_writes_nothing(tmp_path, eval_analyzer, score_cache):
     manifest = tmp_path / "run.jsonl"
     manifest.write_text("{}\nnot json\n")
-    result = score_manifest(manifest, analyzer=eval_analyzer, cache=score_cache, progress=False)
-    assert result.scores.empty and result.summary["systems"] == {}
-    assert [e.line for e in result.manifest_errors] == [1, 2]
-    assert result.summary_path.is_file() and result.scores_path.is_file()
+    with pytest.raises(ScoreError, match="no valid line to score \\(2 malformed"):
+        score_manifest(manifest, analyzer=eval_analyzer, cache=score_cache, progress=False)
+    assert not (tmp_path / "scores").exists()
 
 
 def test_arcface_joins_the_judges_only_when_the_user_supplies_it(tmp_path, monkeypatch):

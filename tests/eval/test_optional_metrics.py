@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from eval.cache import ResultCache
+from eval.files import sha256_file
 from eval.score import score_manifest
 from eval.scoring import MetricUnavailable
 from eval.scoring.clip_score import ClipScorer
@@ -87,9 +88,10 @@ def test_clip_absent_is_unavailable_with_what_to_provide(tmp_path):
 def test_clip_scores_image_text_and_image_image(tiny_clip, faces_dir):
     scorer = ClipScorer(tiny_clip)
     cache = ResultCache(None)
-    images = {"a": faces_dir / "sunak.jpg", "b": faces_dir / "biden.jpg"}
+    a, b = faces_dir / "sunak.jpg", faces_dir / "biden.jpg"
+    images = {sha256_file(a): a, sha256_file(b): b}  # keyed by content: the bytes are checked against it
     vectors = scorer.image_embeddings(images, cache)
-    assert vectors["a"].shape == (16,) and not np.allclose(vectors["a"], vectors["b"])
+    assert vectors[sha256_file(a)].shape == (16,) and not np.allclose(vectors[sha256_file(a)], vectors[sha256_file(b)])
     texts = scorer.text_embeddings(["a photo of a person", "a painting", "a photo of a person"], cache)
     assert list(texts) == ["a photo of a person", "a painting"]
     assert not np.allclose(texts["a photo of a person"], texts["a painting"])

@@ -56,3 +56,37 @@ def test_paired_difference_tells_a_real_shift_from_noise():
 def test_paired_difference_rejects_unequal_lengths():
     with pytest.raises(ValueError, match="differ in length"):
         paired_difference([1, 2], [1])
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(-1, 1)), min_size=3, max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_spearman_matches_scipy(pairs):
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from eval.scoring.summary import spearman
+
+    a, b = pd.Series([p[0] for p in pairs], dtype=float), pd.Series([p[1] for p in pairs])
+    if a.nunique() < 2 or b.nunique() < 2:
+        return
+    expected = spearmanr(a, b)
+    rho, p_value = spearman(a, b)
+    assert np.isclose(rho, expected.statistic, atol=1e-12) and np.isclose(p_value, expected.pvalue, rtol=1e-9, atol=1e-12)
+
+
+def test_bootstrap_in_blocks_is_the_one_big_draw_and_bounded_in_memory(monkeypatch):
+    import tracemalloc
+
+    from eval import stats
+
+    values = np.random.default_rng(3).random(5000)
+    monkeypatch.setattr(stats, "BLOCK_INDICES", 10**9)  # one block: the old (n_resamples x n) draw
+    whole = stats.bootstrap_ci(values)
+    monkeypatch.setattr(stats, "BLOCK_INDICES", 7919)
+    assert stats.bootstrap_ci(values) == whole
+    monkeypatch.undo()
+    tracemalloc.start()
+    stats.bootstrap_ci(np.random.default_rng(4).random(200_000), n_resamples=400)  # one draw: 640 MB of indices
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 * 2**20

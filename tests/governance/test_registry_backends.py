@@ -100,3 +100,16 @@ def test_a_workspace_can_point_its_registry_at_postgres(tmp_path, postgres_url):
     shared.registry.add(new_record("dora", [Purpose.EVALUATION], controller="C", jurisdiction="EU", actor="o"))
     assert GovernanceContext.load(config).registry.check("dora", "evaluation").allowed
     assert not (tmp_path / "gov" / "consent.sqlite").exists() and gov.config.registry.name == "consent.sqlite"
+
+
+def test_a_registry_whose_server_goes_away_fails_in_one_line(postgres_cluster, postgres_url):
+    registry = ConsentRegistry(postgres_url)
+    postgres_cluster.allow_connections(postgres_url, False)
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            registry.add(new_record("gail", [Purpose.EVALUATION], controller="C", jurisdiction="EU", actor="o"))
+    finally:
+        postgres_cluster.allow_connections(postgres_url, True)
+    message = str(caught.value)
+    assert message.startswith("consent registry at ") and "\n" not in message and postgres_cluster.password not in message
+    assert registry.records_for("gail") == []

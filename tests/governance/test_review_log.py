@@ -28,3 +28,19 @@ def test_malformed_decisions_are_refused_before_logging(gov):
         log_review_action(log, action="review.like", actor="a", role="approver", image_sha256="sha256:00",
                           subject=None, details={})
     assert log.entries() == []
+
+
+def test_audit_verify_lists_every_review_action(gov, capsys):
+    from governance.__main__ import main
+    image = "sha256:" + "cd" * 32
+    log_review_action(gov.audit_log, action=RATING, actor="rita", role="reviewer", image_sha256=image,
+                      subject="alice", details={"likeness": 4})
+    log_review_action(gov.audit_log, action=DECISION, actor="alan", role="approver", image_sha256=image,
+                      subject="alice", details={"decision": REJECT, "reason": "blurred"})
+    gov.audit_log.checkpoint()
+    config = str(gov.config.audit_log.parents[1] / "governance.toml")
+    assert main(["--config", config, "audit", "verify", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("audit log intact: 2 entries")
+    assert any("rita (reviewer) review.rating ok subject=alice" in line and "likeness=4" in line for line in lines)
+    assert any("alan (approver) review.decision ok" in line and "reason=blurred" in line for line in lines)

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from eval.outputs import new_run_id, publish_scores_set
 from eval.report.gates import load_gate_spec
 from eval.report.run import load_run
 from eval.stats import bootstrap_ci
@@ -102,7 +103,6 @@ def write_synthetic_run(folder: Path, systems: dict[str, dict], n_per_system: in
                 "clip_t": None, "clip_i": None, "face_crop": crop,
             })
     scores = pd.DataFrame(rows)
-    scores.to_parquet(scores_dir / "scores.parquet")
     summary = {"manifest": str(folder / "manifest.jsonl"), "created": "2026-11-27T00:00:00Z",
                "recognizers": list(RECOGNIZERS), "thresholds": THRESHOLDS, "trained_with": {},
                "models": [{"id": "sface"}, {"id": "dlib"}, {"id": "arcface"}], "systems": {}}
@@ -115,7 +115,7 @@ def write_synthetic_run(folder: Path, systems: dict[str, dict], n_per_system: in
         summary["systems"][system] = {"n_images": len(group), "metrics": metrics, "unavailable": unavailable,
                                       "by_category": by_category}
     (folder / "manifest.jsonl").write_text("")
-    (scores_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    publish_scores_set(scores_dir, scores, summary, new_run_id())  # as eval.score writes a set
     return scores_dir
 
 

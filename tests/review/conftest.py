@@ -42,8 +42,9 @@ def _png(photo: Path, dest: Path, crop: bool = False) -> Path:
     return dest
 
 
-def build_signed_run(folder: Path) -> tuple[Path, GovernanceContext]:
-    gov = GovernanceContext.init(folder / "gov", controller="Test Avatars Ltd")
+def build_signed_run(folder: Path, gov: GovernanceContext | None = None) -> tuple[Path, GovernanceContext]:
+    """The run in ``folder``/out, signed through ``gov`` (default: a new workspace in ``folder``/gov)."""
+    gov = gov or GovernanceContext.init(folder / "gov", controller="Test Avatars Ltd")
     record = gov.record_consent(new_record("tester", [Purpose.AVATAR_GENERATION, Purpose.EVALUATION],
                                            controller="Test Avatars Ltd", jurisdiction="EU", actor="olga"),
                                 actor=Actor("olga", "admin"))

@@ -72,7 +72,8 @@ def test_actions_verifies_the_log_and_lists_each_review_action(workspace, capsys
     assert main(["actions", "--workspace", str(workspace)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("audit log intact: 1 entries")
-    assert "alan (approver) review.decision sha256:abab" in out[-1] and "reason=noise, not a face" in out[-1]
+    assert "alan (approver) review.decision ok subject=tester object=sha256:abab" in out[-1]
+    assert "reason=noise, not a face" in out[-1]
 
 
 def test_the_demo_refuses_a_workspace_that_is_not_a_demo_one(workspace, capsys):

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from eval.review.recorder import Recorder
-from eval.review.store import AlreadyRecorded, Decision, Rating, ReviewStore, StoreError, Vote
+from eval.review.store import AlreadyRecorded, Decision, Rating, ReviewStore, Vote
 from governance import GovernanceContext
+from governance.database import StoreUnavailable
 from governance.review_log import latest_decisions
 
 IMAGE_A, IMAGE_B = "sha256:" + "aa" * 32, "sha256:" + "bb" * 32
@@ -19,12 +20,10 @@ def gov(tmp_path) -> GovernanceContext:
     return GovernanceContext.init(tmp_path / "gov")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path) -> ReviewStore:
+@pytest.fixture
+def store(store_url) -> ReviewStore:
     """The judgment tests run on both backends: a SQLite file and a database on a real PostgreSQL server."""
-    url = (f"sqlite:///{tmp_path / 'review.sqlite'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    store = ReviewStore(url)
+    store = ReviewStore(store_url)
     for name, role in (("rita", "reviewer"), ("alan", "approver")):
         store.add_account(name, role, "not-a-real-hash")
     yield store
@@ -49,17 +48,17 @@ def test_sqlite_is_in_wal_mode_with_a_schema_version(sqlite_store, tmp_path):
     store = sqlite_store
     with sqlite3.connect(tmp_path / "review.sqlite") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("SELECT version FROM review_schema").fetchall() == [(1,)]
+        assert connection.execute("SELECT store, version FROM schema_versions").fetchall() == [("review store", 1)]
     ReviewStore(store.url).close()  # reopening migrates nothing twice
     with sqlite3.connect(tmp_path / "review.sqlite") as connection:
-        assert connection.execute("SELECT count(*) FROM review_schema").fetchone()[0] == 1
+        assert connection.execute("SELECT count(*) FROM schema_versions").fetchone()[0] == 1
 
 
 def test_a_newer_schema_is_refused(sqlite_store, tmp_path):
     store = sqlite_store
     with sqlite3.connect(tmp_path / "review.sqlite") as connection:
-        connection.execute("INSERT INTO review_schema (version, applied) VALUES (99, '2026-01-01')")
-    with pytest.raises(StoreError, match="version 99 is newer"):
+        connection.execute("UPDATE schema_versions SET version = 99 WHERE store = 'review store'")
+    with pytest.raises(StoreUnavailable, match="version 99 is newer"):
         ReviewStore(store.url)
 
 

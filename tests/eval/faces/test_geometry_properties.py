@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eval.faces import ARCFACE_TEMPLATE, align_face, similarity_transform
-from eval.faces.detector import MIRROR_ORDER, eye_line_angle
-from eval.faces.pose import FACE_MODEL_MM, estimate_pose, euler_from_rotation
+from eval.faces.crops import levelled_crop, to_image
+from eval.faces.detector import eye_line_angle
+from eval.faces.pose import CHEEKS, EYE_CORNERS, RIGID_PAIRS, estimate_pose, euler_from_rotation
 
 angles = st.floats(-60, 60)
 
@@ -20,13 +21,24 @@ def rotation(yaw, pitch, roll):
     return rz @ ry @ rx
 
 
-def project(rot, size=(800, 600), distance=700.0):
-    width, height = size
-    focal = max(size)
-    points = FACE_MODEL_MM @ rot.T + np.array([0, 0, distance])
-    return np.stack(
-        [focal * points[:, 0] / points[:, 2] + (width - 1) / 2, focal * points[:, 1] / points[:, 2] + (height - 1) / 2], axis=1
-    )
+def frontal_mesh(seed: int) -> np.ndarray:
+    """A random face mesh in the canonical frontal pose: left-right symmetric pairs, and the eye
+    corners and cheek points at one depth."""
+    rng = np.random.default_rng(seed)
+    points = rng.normal(0, 40, (468, 3))
+    points[CHEEKS + EYE_CORNERS, 2] = 5.0
+    points[CHEEKS, 1] = np.abs(points[CHEEKS, 1]) + 30  # cheeks below the eye corners
+    points[EYE_CORNERS, 1] = -np.abs(points[EYE_CORNERS, 1]) - 10
+    points[CHEEKS[2], 1], points[CHEEKS[3], 1] = points[CHEEKS[0], 1], points[CHEEKS[1], 1]
+    for left, right in RIGID_PAIRS:
+        points[left, 0] = -abs(points[left, 0]) - 5  # the image-left member on the left
+        points[right] = points[left] * [-1, 1, 1]
+    return points
+
+
+def eye_points(rot):
+    """The two outer eye corners of a canonical face (image-left, image-right) turned by `rot`."""
+    return (np.array([[-30.0, 0, 0], [30.0, 0, 0]]) @ rot.T)[:, :2]
 
 
 @given(yaw=angles, pitch=angles, roll=st.floats(-170, 170))
@@ -36,21 +48,35 @@ def test_euler_decomposition_round_trips(yaw, pitch, roll):
 
 
 @settings(max_examples=60)
-@given(yaw=st.floats(-45, 45), pitch=st.floats(-30, 30), roll=st.floats(-60, 60))
-def test_pose_is_recovered_from_exact_projections(yaw, pitch, roll):
-    pose = estimate_pose(project(rotation(yaw, pitch, roll)), (800, 600))
-    assert np.allclose([pose.yaw, pose.pitch, pose.roll], [yaw, pitch, roll], atol=0.05)
+@given(yaw=st.floats(-60, 60), pitch=st.floats(-45, 45), roll=st.floats(-90, 90), seed=st.integers(0, 1000))
+def test_pose_is_recovered_from_a_turned_canonical_mesh(yaw, pitch, roll, seed):
+    mesh = frontal_mesh(seed)
+    assert np.allclose(list(estimate_pose(mesh).as_dict().values()), 0, atol=1e-6)
+    pose = estimate_pose(mesh @ rotation(yaw, pitch, roll).T)
+    assert np.allclose([pose.yaw, pose.pitch, pose.roll], [yaw, pitch, roll], atol=1e-6)
 
 
 @settings(max_examples=60)
-@given(yaw=st.floats(-45, 45), pitch=st.floats(-30, 30), roll=st.floats(-60, 60))
-def test_mirrored_landmarks_flip_yaw_and_roll(yaw, pitch, roll):
-    width, height = 800, 600
-    landmarks = project(rotation(yaw, pitch, roll))
-    mirrored = landmarks[MIRROR_ORDER].copy()
-    mirrored[:, 0] = width - 1 - mirrored[:, 0]
-    original, flipped = estimate_pose(landmarks, (width, height)), estimate_pose(mirrored, (width, height))
-    assert np.allclose([flipped.yaw, flipped.pitch, flipped.roll], [-original.yaw, original.pitch, -original.roll], atol=0.05)
+@given(yaw=st.floats(-60, 60), pitch=st.floats(-45, 45), roll=st.floats(-90, 90), seed=st.integers(0, 1000))
+def test_mirrored_mesh_flips_yaw_and_roll(yaw, pitch, roll, seed):
+    mesh = frontal_mesh(seed) @ rotation(yaw, pitch, roll).T
+    mirrored = mesh * [-1, 1, 1]
+    for left, right in RIGID_PAIRS:
+        mirrored[[left, right]] = mirrored[[right, left]]
+    original, flipped = estimate_pose(mesh), estimate_pose(mirrored)
+    assert np.allclose([flipped.yaw, flipped.pitch, flipped.roll], [-original.yaw, original.pitch, -original.roll], atol=1e-6)
+
+
+@settings(max_examples=40)
+@given(angle=st.floats(-60, 60), side=st.floats(40, 900), x=st.floats(0, 999), y=st.floats(0, 799))
+def test_levelled_crop_maps_back_to_the_image(angle, side, x, y):
+    image = np.zeros((800, 1000, 3), np.uint8)
+    _, matrix = levelled_crop(image, (x, y), angle, side, 192)
+    corners = np.array([[0.0, 0.0], [191.0, 0.0], [0.0, 191.0], [191.0, 191.0]])
+    back = to_image(corners, matrix)
+    assert np.allclose(np.linalg.norm(back[1] - back[0]), side * 191 / 192, rtol=1e-6)
+    assert np.allclose(back.mean(axis=0), (x, y), atol=1e-4)
+    assert math.isclose(eye_line_angle(back[:2]), angle, abs_tol=1e-6)  # the crop lies along a head tilted by `angle`
 
 
 @given(
@@ -69,7 +95,7 @@ def test_similarity_transform_inverts_a_known_similarity(angle, scale, shift):
 
 @given(roll=st.floats(-80, 80))
 def test_eye_line_angle_matches_in_plane_rotation(roll):
-    assert math.isclose(eye_line_angle(project(rotation(0, 0, roll))), roll, abs_tol=1e-6)
+    assert math.isclose(eye_line_angle(eye_points(rotation(0, 0, roll))), roll, abs_tol=1e-6)
 
 
 def test_aligning_template_points_is_the_identity_crop():

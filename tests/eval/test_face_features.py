@@ -1,0 +1,40 @@
+"""Face Div (features) on real weights and the bundled photos: never LPIPS, but it must rank edited
+copies of a photo as less diverse than other real photos of the same person."""
+import itertools
+
+import numpy as np
+from PIL import Image
+
+from eval.demo.build import AUGMENTATIONS
+from eval.faces import FaceAnalyzer
+from eval.cache import ResultCache
+from eval.scoring.face_features import FaceFeatures
+
+
+def test_the_weights_are_the_real_imagenet_network():
+    from skimage import data
+
+    probabilities = FaceFeatures().classify([data.chelsea()])[0]
+    assert 281 <= int(np.argmax(probabilities)) <= 285, "a cat photo must read as one of ImageNet's cats"
+
+
+def test_copies_are_less_diverse_than_new_photos_of_the_person(faces_dir, tmp_path):
+    analyzer = FaceAnalyzer(recognizers=(), with_pose=False, with_expression=False)
+    features = FaceFeatures()
+    photos = [Image.open(path).convert("RGB") for path in sorted(faces_dir.glob("obama_*.jpg"))]
+    copies = [photos[0]] + [augment(photos[0]) for augment in AUGMENTATIONS.values()]
+    real = [result.main_face.aligned for result in analyzer.analyze(photos)]
+    edited = [result.main_face.aligned for result in analyzer.analyze(copies)]
+    cache = ResultCache(tmp_path / "cache.sqlite")
+    real_pairs = [features.mean_pairwise(list(pair), cache) for pair in itertools.combinations(real, 2)]
+    copy_pairs = [features.mean_pairwise(list(pair), cache) for pair in itertools.combinations(edited, 2)]
+    assert max(copy_pairs) < min(real_pairs), (copy_pairs, real_pairs)
+    assert features.mean_pairwise(real[:1], cache) is None
+    assert features.mean_pairwise(real, cache) == np.mean(real_pairs)  # cached pairs, same mean
+
+
+def test_the_demo_summary_reports_it_with_copies_lowest(demo_scores):
+    systems = demo_scores.summary["systems"]
+    copy, ideal, impostor = (systems[name]["metrics"]["face_div_features"] for name in ("copy-paste", "ideal", "impostor"))
+    assert copy["ci_high"] < impostor["ci_low"] and copy["ci_high"] < ideal["mean"]
+    assert all("face_div_features" not in system["unavailable"] for system in systems.values())
