@@ -8,15 +8,19 @@
         ...                       (no caption: "a photo of a <class noun>")
 
 One sample = one target photo of an identity, N references drawn from the identity's other photos
-(cropped to the face; padded with flipped / rotated / recoloured copies when it has fewer), the mean identity feature of
-the references, and the caption with "<class noun> is sks" appended. An image that cannot be read or
-holds no detectable face is reported by name and left out; the rest of the set is used.
+(cropped to the face; padded with flipped / rotated / recoloured copies of those other photos when
+there are fewer), the mean identity feature of the references, and the caption with "<class noun> is
+sks" appended. The target is never among its own references, so the adapter cannot learn to copy
+it: an identity with a single usable photo has no references and is left out, with a warning. An
+image that cannot be read or holds no detectable face is reported by name and left out; the rest of
+the set is used.
 """
 from __future__ import annotations
 
 import json
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +93,18 @@ def scan_identity_folders(root: str | Path, face_identity: FaceIdentity,
     return images
 
 
+def trainable_images(images: list[IdentityImage]) -> list[IdentityImage]:
+    """The images of identities with at least two photos (a target's references are its other photos)."""
+    counts = Counter(image.identity for image in images)
+    for identity in sorted(name for name, count in counts.items() if count < 2):
+        log.warning("identity %r left out of training: one usable photo, and a target is never its own reference",
+                    identity)
+    kept = [image for image in images if counts[image.identity] >= 2]
+    if not kept:
+        raise ValueError("no identity has two usable photos: each target needs references other than itself")
+    return kept
+
+
 def _square(image: Image.Image, size: int) -> Image.Image:
     scale = size / min(image.size)
     resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
@@ -102,7 +118,7 @@ class IdentityDataset(Dataset):
 
     def __init__(self, images: list[IdentityImage], tokenizer, feature_extractor, resolution: int,
                  num_references: int, identity_token: str = "sks", reference_crop_scale: float | None = 3.5):
-        self.images = images
+        self.images = trainable_images(images)
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor
         self.resolution = resolution
@@ -110,7 +126,7 @@ class IdentityDataset(Dataset):
         self.identity_token = identity_token
         self.reference_crop_scale = reference_crop_scale
         self.by_identity: dict[str, list[int]] = {}
-        for index, image in enumerate(images):
+        for index, image in enumerate(self.images):
             self.by_identity.setdefault(image.identity, []).append(index)
 
     def __len__(self) -> int:
@@ -121,7 +137,7 @@ class IdentityDataset(Dataset):
         rng = random.Random(seed)
         target = self.images[index]
         siblings = self.by_identity[target.identity]
-        candidates = [i for i in siblings if i != index] or siblings
+        candidates = [i for i in siblings if i != index]
         plan = reference_plan(candidates, self.num_references, rng)
         references = [face_crop(_read_rgb(self.images[i].path), self.images[i].landmarks, self.reference_crop_scale)
                       for i, _ in plan]

@@ -3,7 +3,10 @@
 Faces are found on the decoded image without gradient (YuNet, from the face core); the warp onto the
 ArcFace 112×112 template is a torch similarity warp (affine_grid / grid_sample), and the recognizer is
 the converted torch module, so gradients reach x̂0 — and through the frozen VAE decoder, the adapter.
-Images without a detected face contribute nothing.
+Faces are found at the face core's own detection scale (the face core's `YuNetDetector.detect`), so
+the landmarks the loss trains on are the ones evaluation judges. The loss is averaged over the batch,
+L_id = (1/B) Σ F_i·(1 − cos_i) with F_i = 1 where image i has a detected face (and is selected), so an
+image without a face adds zero — a zero that does not depend on its pixel values.
 """
 from __future__ import annotations
 
@@ -17,8 +20,6 @@ from eval.faces.detector import YuNetDetector
 
 from .torch_recognizer import TorchRecognizer
 
-
-DETECTION_LONG_SIDE = 640
 
 
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -55,12 +56,10 @@ def align_faces(images: torch.Tensor, landmarks: list[np.ndarray], size: int = A
 class FaceIdentity(nn.Module):
     """images (B, 3, H, W) RGB in [0, 1] → identity embeddings (B, dim) and a found-a-face mask (B,)."""
 
-    def __init__(self, recognizer: TorchRecognizer, detector: YuNetDetector | None = None,
-                 detection_long_side: int = DETECTION_LONG_SIDE):
+    def __init__(self, recognizer: TorchRecognizer, detector: YuNetDetector | None = None):
         super().__init__()
         self.recognizer = recognizer
         self.detector = detector or YuNetDetector()
-        self.detection_long_side = detection_long_side
 
     @classmethod
     def from_register(cls, recognizer_id: str = "sface", model_file=None) -> "FaceIdentity":
@@ -70,14 +69,13 @@ class FaceIdentity(nn.Module):
     def landmarks(self, images: torch.Tensor) -> list[np.ndarray | None]:
         """The main (largest) face's five landmarks per image (in its pixels), or None where no face is found.
 
-        Detection runs on a copy scaled to `detection_long_side`: it needs no detail, and at training
-        resolution it would otherwise cost more than the recognizer.
+        The face core's detector sees the image as evaluation does (8-bit RGB, its own scaling), so
+        training aligns each face exactly where evaluation will.
         """
-        scale = min(1.0, self.detection_long_side / max(images.shape[-2:]))
-        small = F.interpolate(images.detach().float(), scale_factor=scale, mode="area") if scale < 1 else images.detach().float()
-        rgb = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        pixels = torch.nan_to_num(images.detach().float(), nan=0.0).clamp(0, 1)
+        rgb = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         found = [self.detector.detect(np.ascontiguousarray(image)) for image in rgb]
-        return [faces[0][2] * (images.shape[-1] / small.shape[-1]) if faces else None for faces in found]
+        return [faces[0][2] if faces else None for faces in found]
 
     def forward(self, images: torch.Tensor, landmarks: list[np.ndarray | None] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,11 +99,18 @@ class FaceIdentity(nn.Module):
 
 
 def identity_loss(face_identity: FaceIdentity, images: torch.Tensor, targets: torch.Tensor,
-                  has_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of 1 − cos(R(image), target) over images with a detected face (and a target); and that mask."""
-    embeddings, found = face_identity(images)
-    use = found if has_target is None else found & has_target.to(found.device)
-    if not use.any():
-        return images.sum() * 0.0, use
-    cosine = F.cosine_similarity(embeddings[use], targets[use].to(embeddings.dtype), dim=-1)
-    return (1.0 - cosine).mean(), use
+                  batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1/B) Σ F_i·(1 − cos(R(image_i), target_i)), F_i = a face was found in image i; and F.
+
+    `batch_size` (B, default len(images)) is the whole batch when `images` is the part of it the loss
+    applies to (the timesteps in range): the images left out count as F_i = 0.
+    """
+    batch_size = len(images) if batch_size is None else batch_size
+    points = face_identity.landmarks(images)
+    found = torch.tensor([p is not None for p in points], device=images.device)
+    if not found.any():
+        return torch.zeros((), device=images.device), found
+    faces = align_faces(images[found], [p for p in points if p is not None])
+    embeddings = face_identity.recognizer(faces.float())
+    cosine = F.cosine_similarity(embeddings, targets[found].to(embeddings.dtype), dim=-1)
+    return (1.0 - cosine).sum() / batch_size, found

@@ -7,6 +7,10 @@
 * Cross-attention K/V: each cross-attention (`attn2`) gets an `IDAdapterAttnProcessor` holding
   trainable copies of its K/V projections; the base projections stay frozen and untouched, so
   scale 0 gives back the base model exactly.
+* Something may later replace the UNet's attention processors (`enable_attention_slicing`,
+  `set_attn_processor`, `enable_xformers_memory_efficient_attention`), which would drop the trained
+  K/V silently: `check_adapter_layers` refuses a UNet that lost any, and
+  `reinstall_adapter_processors` puts the adapter's back around the new processors.
 * `unet.position_net` (GLIGEN's box encoder, which the UNet calls on the "gligen" kwargs) becomes a
   pass-through: E_r is computed outside the UNet, once per generation.
 """
@@ -50,15 +54,23 @@ class _WithProjections:
         return getattr(self._attn, name)
 
 
-class IDAdapterAttnProcessor(nn.Module):
-    """Cross-attention with trained K/V projections, blended with the frozen base ones by `scale`."""
+class AdapterLayersDropped(RuntimeError):
+    pass
 
-    def __init__(self, attn):
+
+class IDAdapterAttnProcessor(nn.Module):
+    """Cross-attention with trained K/V projections, blended with the frozen base ones by `scale`.
+
+    The attention itself is computed by `inner`, any diffusers processor that reads `attn.to_k` /
+    `attn.to_v` (SDPA by default; sliced or xformers attention when those were asked for).
+    """
+
+    def __init__(self, attn, inner=None):
         super().__init__()
         self.to_k = copy.deepcopy(attn.to_k).requires_grad_(True)
         self.to_v = copy.deepcopy(attn.to_v).requires_grad_(True)
         self.scale = 1.0
-        self._base = AttnProcessor2_0()
+        self.inner = inner or AttnProcessor2_0()
 
     def _blend(self, base: nn.Linear, trained: nn.Linear):
         if self.scale == 1:
@@ -68,7 +80,8 @@ class IDAdapterAttnProcessor(nn.Module):
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if self.scale != 0:
             attn = _WithProjections(attn, self._blend(attn.to_k, self.to_k), self._blend(attn.to_v, self.to_v))
-        return self._base(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        extra = {} if temb is None else {"temb": temb}  # sliced attention takes no temb
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **extra)
 
 
 class ObjectsPassThrough(nn.Module):
@@ -98,6 +111,40 @@ def attach_identity_layers(unet: nn.Module) -> None:
     unet.position_net = ObjectsPassThrough()
 
 
+def check_adapter_layers(unet: nn.Module) -> None:
+    """Refuse a UNet whose adapter layers are incomplete: every transformer block needs its gated
+    layer and every cross-attention its K/V processor (else the trained weights are silently unused)."""
+    blocks = [name for name, m in unet.named_modules() if isinstance(m, BasicTransformerBlock)]
+    gated = [name for name in blocks if isinstance(getattr(unet.get_submodule(name), "fuser", None), ScaledGatedSelfAttention)]
+    cross = {name: p for name, p in unet.attn_processors.items() if name.endswith("attn2.processor")}
+    kv = [name for name, p in cross.items() if isinstance(p, IDAdapterAttnProcessor)]
+    if not gated and not kv:
+        raise AdapterLayersDropped("this UNet carries no IDAdapter layers (call attach_identity_layers first)")
+    if len(gated) < len(blocks) or len(kv) < len(cross):
+        replaced = sorted({type(p).__name__ for p in cross.values() if not isinstance(p, IDAdapterAttnProcessor)})
+        raise AdapterLayersDropped(
+            f"the UNet lost IDAdapter layers: {len(kv)} of {len(cross)} cross-attention K/V processors "
+            f"(replaced by {', '.join(replaced) or 'nothing'}) and {len(gated)} of {len(blocks)} gated layers remain. "
+            "enable_attention_slicing, set_attn_processor and xformers replace the attention processors: call them "
+            "through IDAdapterPipeline (which re-installs the adapter around them) or before load_adapter")
+
+
+def reinstall_adapter_processors(unet: nn.Module, processors: dict[str, IDAdapterAttnProcessor]) -> list[str]:
+    """Put the adapter's K/V processors back where another processor replaced them, running the new
+    one inside (so sliced or xformers attention still computes the attention); returns their names."""
+    current = unet.attn_processors
+    replaced = [name for name, processor in processors.items() if current[name] is not processor]
+    for name in replaced:
+        inner = current[name]
+        if isinstance(inner, nn.Module):  # carries its own weights (another adapter): no sound way to nest
+            raise AdapterLayersDropped(f"{name}: replaced by {type(inner).__name__}, a processor with weights of "
+                                       "its own; IDAdapter's K/V processors cannot run around it")
+        processors[name].inner = inner
+    if replaced:
+        unet.set_attn_processor({name: processors.get(name, processor) for name, processor in current.items()})
+    return replaced
+
+
 def adapter_modules(unet: nn.Module) -> dict[str, nn.Module]:
     """The UNet's adapter modules by their path in the UNet."""
     return {
@@ -107,6 +154,7 @@ def adapter_modules(unet: nn.Module) -> dict[str, nn.Module]:
 
 
 def unet_adapter_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
+    check_adapter_layers(unet)
     return {
         f"{name}.{key}": tensor
         for name, module in adapter_modules(unet).items()
@@ -118,8 +166,6 @@ def set_adapter_scale(unet: nn.Module, scale: float) -> None:
     """β for every gated layer and K/V processor: 1 the trained adapter, 0 the base model exactly."""
     if not 0 <= scale:
         raise ValueError(f"adapter scale must be >= 0, got {scale}")
-    modules = adapter_modules(unet)
-    if not modules:
-        raise ValueError("this UNet carries no IDAdapter layers (call attach_identity_layers first)")
-    for module in modules.values():
+    check_adapter_layers(unet)
+    for module in adapter_modules(unet).values():
         module.scale = float(scale)

@@ -2,8 +2,12 @@
 
 It wraps a diffusers `StableDiffusionPipeline` (SD 1.5 or 2.1 layout) and changes only what the
 paper changes: the prompt gets "<class noun> is sks" with E_c as that token's embedding, and the UNet
-gets E_r through its gated self-attention layers. `adapter_scale` (β) weakens the adapter; at 0 the
-call is exactly the plain pipeline's.
+gets E_r through its gated self-attention layers. `adapter_scale` (β) weakens the adapter
+continuously: it scales the gated layers and the K/V change, and blends the text conditioning from
+the plain prompt's (β = 0) to the identity prompt's with E_c (β = 1); at 0 the call is exactly the
+plain pipeline's. Attention processors set on the pipeline after it was built (attention slicing,
+xformers, `set_attn_processor`) run inside the adapter's K/V processors, which are re-installed
+around them before each call.
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from PIL import Image
 from .base import load_base_pipeline
 from .identity_loss import FaceIdentity, image_tensor
 from .identity_token import identity_prompt, identity_token_id, identity_token_injected
-from .injection import set_adapter_scale
+from .injection import (
+    IDAdapterAttnProcessor, check_adapter_layers, reinstall_adapter_processors, set_adapter_scale,
+)
 from .model import IDAdapter, IdentityConditioning, clip_reference_features
 from .references import duplicated_references, face_crop
 from .weights import load_adapter
@@ -31,7 +37,10 @@ class IDAdapterPipeline:
     def __init__(self, pipe: StableDiffusionPipeline, adapter: IDAdapter, face_identity: FaceIdentity):
         if pipe.image_encoder is None or pipe.feature_extractor is None:
             raise ValueError("the pipeline needs a CLIP image encoder and its feature extractor (image_encoder=...)")
+        check_adapter_layers(pipe.unet)
         self.pipe = pipe
+        self.kv_processors = {name: processor for name, processor in pipe.unet.attn_processors.items()
+                              if isinstance(processor, IDAdapterAttnProcessor)}
         self.adapter = adapter.eval().requires_grad_(False)
         self.face_identity = face_identity
         self.token_id = identity_token_id(pipe.tokenizer, adapter.config.identity_token)
@@ -72,6 +81,7 @@ class IDAdapterPipeline:
                  negative_prompt: str | None = None, num_images_per_prompt: int = 1, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, generator: torch.Generator | None = None, **kwargs):
         """Images of the person in `photo`; extra keyword arguments go to the Stable Diffusion pipeline."""
+        reinstall_adapter_processors(self.pipe.unet, self.kv_processors)
         set_adapter_scale(self.pipe.unet, adapter_scale)
         common = dict(num_images_per_prompt=num_images_per_prompt, num_inference_steps=num_inference_steps,
                       guidance_scale=guidance_scale, generator=generator, **kwargs)
@@ -84,6 +94,9 @@ class IDAdapterPipeline:
                 identity_prompt(prompt, class_noun, self.adapter.config.identity_token), self.device,
                 1, guided, negative_prompt,
             )  # one copy: the Stable Diffusion call repeats the embeddings per image
+        if adapter_scale != 1:  # β → 0 approaches the plain prompt's conditioning, continuously
+            plain_embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
+            prompt_embeds = torch.lerp(plain_embeds, prompt_embeds, adapter_scale)
         # the unconditional half of a guided batch sees E_r too: the identity is not a guidance direction
         objs = conditioning.visual.repeat(num_images_per_prompt * (2 if guided else 1), 1, 1)
         return self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,

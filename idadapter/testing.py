@@ -124,6 +124,59 @@ def tiny_pipeline(directory: str | Path, layout: str = "sd21", seed: int = 0,
     return pipe
 
 
+FACE_IMAGE_SIZE = 64
+
+
+def face_crops(paths, size: int = FACE_IMAGE_SIZE, face_identity=None) -> list:
+    """Each photo's main face, cropped as references are (`references.face_crop`, 3.5) and resized to
+    `size`: images the tiny models can learn, in which YuNet finds a face."""
+    from PIL import Image
+
+    from eval.faces import load_image
+
+    from .identity_loss import FaceIdentity, image_tensor
+    from .references import face_crop
+
+    face_identity = face_identity or FaceIdentity.from_register("sface")
+    crops = []
+    for path in paths:
+        rgb = load_image(path)
+        (landmarks,) = face_identity.landmarks(image_tensor(rgb))
+        if landmarks is None:
+            raise ValueError(f"{path}: no face found")
+        crops.append(face_crop(Image.fromarray(rgb), landmarks, 3.5).resize((size, size), Image.Resampling.BICUBIC))
+    return crops
+
+
+def face_vae(images: list, steps: int = 60, seed: int = 0, learning_rate: float = 3e-3) -> AutoencoderKL:
+    """A tiny VAE (factor 2) trained for `steps` full-batch steps to reconstruct `images` (PIL, one size).
+
+    Random VAE weights decode no faces, so the identity loss never runs; this one decodes faces from
+    latents near its training images, and its `scaling_factor` is 1 / the latents' std, as SD's is.
+    """
+    import numpy as np
+
+    torch.manual_seed(seed)
+    pixels = torch.from_numpy(np.stack([np.asarray(image.convert("RGB")) for image in images])).permute(0, 3, 1, 2)
+    pixels = pixels.float() / 127.5 - 1
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=16,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=pixels.shape[-1],
+    )
+    optimizer = torch.optim.Adam(vae.parameters(), lr=learning_rate)
+    for _ in range(steps):
+        posterior = vae.encode(pixels).latent_dist
+        loss = torch.nn.functional.mse_loss(vae.decode(posterior.sample()).sample, pixels) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # a frozen model carries no gradients
+    with torch.no_grad():
+        vae.register_to_config(scaling_factor=float(1 / vae.encode(pixels).latent_dist.mean.std()))
+    return vae.eval().requires_grad_(False)
+
+
 def random_adapter(pipe: StableDiffusionPipeline, gate: float = 0.0, seed: int = 0, mff_heads: int = 4):
     """A random IDAdapter sized for `pipe`, attached to its UNet; `gate` sets every γ (0: a fresh adapter)."""
     from .config import IDAdapterConfig

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .data import IdentityDataset, StepBatchSampler, identity_folders, scan_identity_folders
 from .parameters import parameter_counts, trainable_parameters
-from .training import TrainConfig, load_training_models, training_losses
+from .training import TrainConfig, TrainingModels, load_training_models, training_losses
 from .weights import load_adapter_weights, save_adapter
 
 log = logging.getLogger("idadapter.train")
@@ -65,8 +65,37 @@ def _step_seed(seed: int, step: int, process: int) -> int:
     return (seed * 1_000_003 + step) * 1_009 + process
 
 
-def train(config: TrainConfig) -> Path:
-    """Run (or resume) training; returns the folder holding the final adapter."""
+class IntervalMeans:
+    """Loss values summed over the micro-batches since the last log line; faces and images are counts."""
+
+    COUNTS = ("faces",)
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.batches = 0
+        self.images = 0
+
+    def add(self, losses: dict[str, torch.Tensor], images: int) -> None:
+        for key, value in losses.items():
+            self.sums[key] = self.sums.get(key, 0) + value.detach().float()
+        self.batches += 1
+        self.images += images
+
+    def values(self, accelerator: Accelerator) -> dict[str, float]:
+        """Means over the interval and over processes (counts: totals)."""
+        device = accelerator.device
+        totals = {k: accelerator.reduce(v.to(device), "sum") for k, v in self.sums.items()}
+        batches = accelerator.reduce(torch.tensor(float(self.batches), device=device), "sum")
+        values = {k: float(v if k in self.COUNTS else v / batches) for k, v in totals.items()}
+        values["images"] = float(accelerator.reduce(torch.tensor(float(self.images), device=device), "sum"))
+        return values
+
+
+def train(config: TrainConfig, models: TrainingModels | None = None) -> Path:
+    """Run (or resume) training; returns the folder holding the final adapter.
+
+    `models` (from `training.training_models`) are the models to train, loaded from `config.base` when
+    not given; they are trained in place."""
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(
@@ -75,7 +104,7 @@ def train(config: TrainConfig) -> Path:
     )
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    models = load_training_models(config, accelerator.device, weight_dtype)
+    models = models or load_training_models(config, accelerator.device, weight_dtype)
     if accelerator.is_main_process:
         counts = parameter_counts(models.adapter, models.unet)
         log.info("trainable parameters: %s", ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items()))
@@ -121,6 +150,7 @@ def train(config: TrainConfig) -> Path:
         accelerator.init_trackers("idadapter", config=config.model_dump(mode="json"))
     log_file = output_dir / "train_log.jsonl"
     params = trainable_parameters(models.adapter, models.unet)
+    interval = IntervalMeans()
     step = start_step
     progress = tqdm(total=config.max_steps, initial=start_step, desc="training", unit="step",
                     disable=not accelerator.is_local_main_process)
@@ -129,7 +159,9 @@ def train(config: TrainConfig) -> Path:
         generator = torch.Generator(accelerator.device).manual_seed(
             _step_seed(config.seed, micro_step, accelerator.process_index))
         with accelerator.accumulate(unet, adapter):
-            losses = training_losses(models, batch, generator, config.identity_loss_weight, unet, adapter)
+            losses = training_losses(models, batch, generator, config.identity_loss_weight, unet, adapter,
+                                     config.identity_timesteps)
+            interval.add(losses, len(batch["pixel_values"]))
             accelerator.backward(losses["loss"])
             if accelerator.sync_gradients and config.max_grad_norm:
                 accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -141,7 +173,7 @@ def train(config: TrainConfig) -> Path:
         progress.update(1)
         progress.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
         if step % config.log_every == 0 or step == config.max_steps:
-            values = {k: float(accelerator.reduce(v.detach(), "mean")) for k, v in losses.items()}  # over processes
+            values, interval = interval.values(accelerator), IntervalMeans()
             accelerator.log(values, step=step)
             if accelerator.is_main_process:
                 with log_file.open("a") as handle:

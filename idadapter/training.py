@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 from diffusers import DDPMScheduler
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.nn import functional as F
 
 from .base import load_base_pipeline
@@ -18,6 +18,10 @@ from .identity_loss import FaceIdentity, identity_loss
 from .identity_token import identity_token_id, identity_token_injected
 from .injection import adapter_modules, attach_identity_layers
 from .model import IDAdapter, clip_reference_features
+
+# x̂0 is a usable image only at the low-noise end: at SD's scaled-linear schedule ᾱ_t falls below 0.28
+# at t = 500, where the one-step estimate is a blur without a face to align
+IDENTITY_TIMESTEPS = (0, 500)
 
 
 class TrainConfig(BaseModel):
@@ -36,6 +40,8 @@ class TrainConfig(BaseModel):
     mff_layers: int = 2
     mff_heads: int = 16
     identity_loss_weight: float = 0.1
+    identity_timesteps: tuple[int, int] = Field(
+        IDENTITY_TIMESTEPS, description="L_id applies to samples with first <= t < last (F(x̂0) is 0 elsewhere)")
     learning_rate: float = 3e-5
     batch_size: int = 4
     gradient_accumulation_steps: int = 1
@@ -51,6 +57,13 @@ class TrainConfig(BaseModel):
     actor: str = "idadapter-trainer"
     num_workers: int = 4
     seed: int = 0
+
+    @field_validator("identity_timesteps")
+    @classmethod
+    def _ordered_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= value[0] < value[1]:
+            raise ValueError(f"identity_timesteps must be [first, last) with 0 <= first < last, got {list(value)}")
+        return value
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
@@ -121,8 +134,13 @@ def predicted_original(scheduler: DDPMScheduler, noisy: torch.Tensor, steps: tor
 
 
 def training_losses(models: TrainingModels, batch: dict[str, torch.Tensor], generator: torch.Generator,
-                    identity_weight: float, unet=None, adapter=None) -> dict[str, torch.Tensor]:
-    """L = L_SD + λ·L_id on one batch; `unet`/`adapter` may be accelerate-prepared wrappers of the models'."""
+                    identity_weight: float, unet=None, adapter=None,
+                    identity_timesteps: tuple[int, int] = IDENTITY_TIMESTEPS) -> dict[str, torch.Tensor]:
+    """L = L_SD + λ·(1/B) Σ F(x̂0_i)·L_id,i on one batch (the paper's loss, averaged over the batch).
+
+    F(x̂0_i) is 1 where sample i's timestep is in `identity_timesteps` and a face is found in its
+    decoded x̂0; only those samples are decoded. `unet`/`adapter` may be accelerate-prepared wrappers.
+    """
     unet, adapter = unet or models.unet, adapter or models.adapter
     vae, scheduler = models.vae, models.noise_scheduler
     dtype = vae.dtype
@@ -142,8 +160,14 @@ def training_losses(models: TrainingModels, batch: dict[str, torch.Tensor], gene
     loss_sd = F.mse_loss(prediction.float(), target.float())
     losses = {"loss_sd": loss_sd, "loss": loss_sd}
     if identity_weight > 0:
-        x0 = predicted_original(scheduler, noisy, steps, prediction.float())
-        decoded = vae.decode((x0 / vae.config.scaling_factor).to(dtype)).sample
-        loss_id, used = identity_loss(models.face_identity, ((decoded.float() + 1) / 2).clamp(0, 1), batch["identity_feature"])
-        losses.update(loss_id=loss_id, faces=used.sum().float(), loss=loss_sd + identity_weight * loss_id)
+        first, last = identity_timesteps
+        in_range = (steps >= first) & (steps < last)
+        loss_id, faces = torch.zeros((), device=latents.device), torch.zeros((), device=latents.device)
+        if in_range.any():
+            x0 = predicted_original(scheduler, noisy[in_range], steps[in_range], prediction[in_range].float())
+            decoded = vae.decode((x0 / vae.config.scaling_factor).to(dtype)).sample
+            loss_id, found = identity_loss(models.face_identity, ((decoded.float() + 1) / 2).clamp(0, 1),
+                                           batch["identity_feature"][in_range], batch_size=len(latents))
+            faces = found.sum().float()
+        losses.update(loss_id=loss_id, faces=faces, loss=loss_sd + identity_weight * loss_id)
     return losses

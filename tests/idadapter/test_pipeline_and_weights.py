@@ -36,6 +36,44 @@ def test_scale_zero_gives_the_plain_pipelines_images_and_the_adapter_changes_the
 
 
 @pytest.mark.slow
+def test_the_adapter_scale_is_continuous_at_zero(pipe, face_identity, demo_photo):
+    adapter = random_adapter(pipe, gate=0.5)
+    perturb(pipe, adapter)
+    pipeline = IDAdapterPipeline(pipe, adapter, face_identity)
+    photo = demo_photo("ardern_2018.jpg")
+    at_zero, near_zero, full = (generate(pipeline, photo, scale) for scale in (0.0, 1e-6, 1.0))
+    assert np.abs(near_zero - at_zero).max() < 1e-4  # it was 0.067: β = 0 dropped the identity phrase and E_c
+    assert np.abs(full - at_zero).max() > 1e-2
+
+
+@pytest.mark.slow
+def test_attention_processors_set_later_run_inside_the_adapters(pipe, face_identity, demo_photo):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    from idadapter.injection import AdapterLayersDropped, IDAdapterAttnProcessor, set_adapter_scale
+
+    adapter = random_adapter(pipe, gate=0.5)
+    perturb(pipe, adapter)  # trained K/V that differ from the base's
+    pipeline = IDAdapterPipeline(pipe, adapter, face_identity)
+    photo = demo_photo("ardern_2018.jpg")
+    reference = generate(pipeline, photo, 1.0)
+    kv_processors = lambda: [p for p in pipe.unet.attn_processors.values() if isinstance(p, IDAdapterAttnProcessor)]
+    assert len(kv_processors()) == 4
+
+    pipe.enable_attention_slicing(1)
+    np.testing.assert_allclose(generate(pipeline, photo, 1.0), reference, atol=1e-5)
+    assert len(kv_processors()) == 4 and type(kv_processors()[0].inner).__name__ == "SlicedAttnProcessor"
+
+    pipe.unet.set_attn_processor(AttnProcessor())
+    with pytest.raises(AdapterLayersDropped, match="0 of 4 cross-attention K/V processors"):
+        set_adapter_scale(pipe.unet, 1.0)  # a bare UNet that lost them is refused, not run without them
+    np.testing.assert_allclose(generate(pipeline, photo, 1.0), reference, atol=1e-5)
+    pipe.unet.set_attn_processor(AttnProcessor())
+    with pytest.raises(AdapterLayersDropped, match="lost IDAdapter layers"):
+        IDAdapterPipeline(pipe, adapter, face_identity)  # built on a UNet that had already lost them
+
+
+@pytest.mark.slow
 def test_several_images_per_prompt_without_guidance(pipe, face_identity, demo_photo):
     pipeline = IDAdapterPipeline(pipe, random_adapter(pipe, gate=0.5), face_identity)
     images = generate(pipeline, demo_photo("biden.jpg"), 1.0, num_images_per_prompt=3, guidance_scale=1.0)

@@ -17,14 +17,13 @@ from torch.utils.data import DataLoader
 
 from idadapter.data import IdentityDataset, StepBatchSampler, scan_identity_folders
 from idadapter.injection import adapter_modules
-from eval.faces.align import ARCFACE_TEMPLATE
 from idadapter.base import load_base_pipeline
-from idadapter.identity_loss import FaceIdentity
+from idadapter.testing import face_crops, face_vae
 from idadapter.train import main, train
 from idadapter.training import (
     TrainConfig, load_training_models, predicted_original, training_losses, training_models,
 )
-from idadapter.weights import WEIGHTS_NAME, load_adapter_weights
+from idadapter.weights import WEIGHTS_NAME, adapter_state_dict
 
 IDENTITIES = {
     "obama": ("man", ["obama_flag.jpg", "obama_oval.jpg", "obama_podium.jpg", "obama_senate.jpg"]),
@@ -105,39 +104,71 @@ def fixed_batch_loss(models, dataset) -> float:
     return total / 3
 
 
+def frozen_state(models) -> dict[str, torch.Tensor]:
+    """Copies of every frozen base weight the trainer holds: UNet (adapter layers excluded), VAE, text and
+    vision encoders."""
+    adapter = tuple(name + "." for name in adapter_modules(models.unet))
+    state = {f"unet.{k}": v.clone() for k, v in models.unet.state_dict().items() if not k.startswith(adapter)}
+    for part in ("vae", "text_encoder", "image_encoder"):
+        state.update({f"{part}.{k}": v.clone() for k, v in getattr(models, part).state_dict().items()})
+    return state
+
+
+def assert_only_the_adapter_changed(models, frozen_before, adapter_before) -> None:
+    frozen_after = frozen_state(models)
+    assert frozen_after.keys() == frozen_before.keys()
+    changed = [k for k in frozen_before if not torch.equal(frozen_before[k], frozen_after[k])]
+    assert not changed, f"frozen base weights changed: {changed[:5]}"
+    adapter_after = adapter_state_dict(models.adapter, models.unet)
+    assert any(not torch.equal(adapter_before[k], adapter_after[k]) for k in adapter_before)  # it did train
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss_trains_only_the_adapter_and_resumes_exactly(tmp_path, tiny_base, identity_set, scanned):
     config = tiny_config(tiny_base, identity_set, tmp_path / "run")
     set_seed(config.seed)
     models = load_training_models(config, torch.device("cpu"), torch.float32)
-    base_before = {k: v.clone() for k, v in models.unet.state_dict().items()
-                   if not any(k.startswith(name + ".") for name in adapter_modules(models.unet))}
+    frozen_before = frozen_state(models)
+    adapter_before = {k: v.clone() for k, v in adapter_state_dict(models.adapter, models.unet).items()}
     dataset = IdentityDataset(scanned, models.tokenizer,
                               models.feature_extractor, 32, 4)
     loss_before = fixed_batch_loss(models, dataset)
 
-    train(config)
+    train(config, models)  # the very modules it trains are the ones checked below
+    assert_only_the_adapter_changed(models, frozen_before, adapter_before)
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == list(range(1, 13))
-    assert all({"loss", "loss_sd", "loss_id", "faces"} <= entry.keys() for entry in log)
-    load_adapter_weights(tmp_path / "run", models.adapter, models.unet)
+    assert all({"loss", "loss_sd", "loss_id", "faces", "images"} <= entry.keys() for entry in log)
     loss_after = fixed_batch_loss(models, dataset)
     assert loss_after < 0.95 * loss_before, (loss_before, loss_after)
-
-    from diffusers import UNet2DConditionModel
-
-    base_unet = UNet2DConditionModel.from_pretrained(tiny_base / "unet")
-    assert all(torch.equal(base_unet.state_dict()[k], v) for k, v in base_before.items())
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
     assert not list((tmp_path / "run" / "checkpoint-6").glob("model*"))  # no copy of the frozen base
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(tmp_path / "run" / "checkpoint-6", resumed / "checkpoint-6")
-    train(tiny_config(tiny_base, identity_set, resumed, resume="latest"))
+    train(tiny_config(tiny_base, identity_set, resumed, resume="latest", log_every=3))
     straight, continued = load_file(tmp_path / "run" / WEIGHTS_NAME), load_file(resumed / WEIGHTS_NAME)
     assert straight.keys() == continued.keys()
     assert all(torch.allclose(straight[k], continued[k], atol=1e-6) for k in straight)
+    # each line of the resumed run holds the means (and the face and image totals) of its 3 steps
+    means = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in means] == [9, 12]
+    for entry in means:
+        steps = log[entry["step"] - 3:entry["step"]]
+        for key in ("loss", "loss_sd", "loss_id"):
+            assert entry[key] == pytest.approx(sum(s[key] for s in steps) / 3, rel=1e-5), key
+        assert entry["faces"] == sum(s["faces"] for s in steps) and entry["images"] == 3 * config.batch_size
+
+
+def test_a_target_is_never_its_own_reference_and_single_photo_identities_are_left_out(scanned, pipe, caplog):
+    one_macron = [image for image in scanned if image.path.name != "macron_2025.jpg"]
+    dataset = IdentityDataset(one_macron, pipe.tokenizer, pipe.feature_extractor, resolution=32, num_references=4)
+    assert {image.identity for image in dataset.images} == {"obama", "ardern"}
+    assert "identity 'macron' left out of training: one usable photo" in caplog.text
+    macron_only = [image for image in scanned if image.path.name == "macron_2014.jpg"]
+    with pytest.raises(ValueError, match="no identity has two usable photos"):
+        IdentityDataset(macron_only, pipe.tokenizer, pipe.feature_extractor, resolution=32, num_references=4)
 
 
 @pytest.mark.slow
@@ -181,27 +212,58 @@ def test_the_one_step_estimate_recovers_the_clean_latents_from_the_true_target(p
     torch.testing.assert_close(predicted_original(scheduler, noisy, steps, target), latents, rtol=1e-4, atol=1e-4)
 
 
-class FacesOnTemplate(FaceIdentity):
-    """Random weights decode no faces; this places one on the ArcFace template so L_id runs."""
-
-    def landmarks(self, images):
-        return [ARCFACE_TEMPLATE * (images.shape[-1] / 112)] * len(images)
+@pytest.fixture(scope="module")
+def face_set(tmp_path_factory, faces_dir, face_identity):
+    """The identity set as 64 px face crops, and a tiny VAE trained on them: x̂0 can hold faces."""
+    root = tmp_path_factory.mktemp("face-identities")
+    for identity, (noun, files) in IDENTITIES.items():
+        (root / identity).mkdir()
+        (root / identity / "identity.json").write_text(json.dumps({"class_noun": noun}))
+        for name, crop in zip(files, face_crops([faces_dir / n for n in files], face_identity=face_identity)):
+            crop.save(root / identity / name)
+    crops = [Image.open(path).convert("RGB") for path in sorted(root.glob("*/*.jpg"))]
+    return root, face_vae(crops)
 
 
 @pytest.mark.slow
-def test_the_identity_loss_reaches_the_adapter_through_the_frozen_decoder(tiny_base, identity_set, scanned, face_identity):
-    config = tiny_config(tiny_base, identity_set, "unused", identity_loss_weight=1.0)
-    models = training_models(load_base_pipeline(tiny_base), FacesOnTemplate(face_identity.recognizer), config,
-                             torch.device("cpu"), torch.float32)
-    dataset = IdentityDataset(scanned, models.tokenizer, models.feature_extractor, 32, 4)
-    batch = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), 2, 0, 0, 1))))
-    losses = training_losses(models, batch, torch.Generator().manual_seed(0), identity_weight=1.0)
-    assert losses["faces"] == 2 and 0 < losses["loss_id"] < 2
-    losses["loss_id"].backward()
+def test_faces_in_the_one_step_estimate_give_an_identity_loss_that_trains_the_adapter(
+        tmp_path, tiny_base, face_set, face_identity):
+    root, vae = face_set
+    config = tiny_config(tiny_base, root, tmp_path / "run", resolution=64, batch_size=4, max_steps=4, log_every=2,
+                         checkpoint_every=100, learning_rate=1e-3, identity_loss_weight=1.0,
+                         identity_timesteps=(0, 200))
+    pipe = load_base_pipeline(tiny_base)
+    pipe.vae = vae
+    models = training_models(pipe, face_identity, config, torch.device("cpu"), torch.float32)
+    dataset = IdentityDataset(scan_identity_folders(root, face_identity), models.tokenizer, models.feature_extractor,
+                              64, 4)
+    batch = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), 4, 0, 0, 1))))
+    for seed in range(20):  # noise and timesteps: the first draw with a face in x̂0 (seed 0 has none in range)
+        losses = training_losses(models, batch, torch.Generator().manual_seed(seed), 1.0, identity_timesteps=(0, 200))
+        if losses["faces"] > 0:
+            break
+    assert losses["faces"] > 0 and losses["loss_id"] > 0
+    torch.testing.assert_close(losses["loss"], losses["loss_sd"] + losses["loss_id"])
+    losses["loss_id"].backward()  # L_id alone reaches the adapter, through the frozen decoder
     assert models.adapter.token_mlp.net[0].weight.grad.abs().sum() > 0
-    kv = [m.to_k.weight.grad for m in adapter_modules(models.unet).values() if hasattr(m, "to_k")]
-    assert all(g is not None and g.abs().sum() > 0 for g in kv)
+    layers = adapter_modules(models.unet).values()
+    assert all(m.to_k.weight.grad.abs().sum() > 0 for m in layers if hasattr(m, "to_k"))
+    assert all(m.alpha_attn.grad.abs() > 0 for m in layers if hasattr(m, "alpha_attn"))
+    # with every γ = 0 the gated path is closed: E_r (the MFF) gets gradient only once the gates open
+    assert models.adapter.mff.patch_proj.weight.grad.abs().sum() == 0
     assert all(p.grad is None for p in models.vae.parameters())
+    models.adapter.zero_grad(set_to_none=True)
+    models.unet.zero_grad(set_to_none=True)
+
+    frozen_before = frozen_state(models)
+    adapter_before = {k: v.clone() for k, v in adapter_state_dict(models.adapter, models.unet).items()}
+    train(config, models)
+    assert_only_the_adapter_changed(models, frozen_before, adapter_before)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert sum(entry["faces"] for entry in log) > 0 and sum(entry["images"] for entry in log) == 16
+    for entry in log:  # L_id is in the logged loss: loss = loss_sd + λ·loss_id
+        assert entry["loss"] == pytest.approx(entry["loss_sd"] + entry["loss_id"], rel=1e-5)
+    assert any(entry["loss_id"] > 0 for entry in log)
 
 
 @pytest.mark.parametrize("name", ["idadapter_sd21.toml", "idadapter_sd15.toml"])
