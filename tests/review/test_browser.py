@@ -50,6 +50,8 @@ class Browser:
             page.on("pageerror", lambda error: self.problems.append(f"{name}: page error: {error}"))
             page.goto(f"{self.allowed}/rate")
             assert "/login" in page.url  # no session: sent to the login page
+            # Keyboard only, as a user would: type once the cursor stands in the account field (autofocus).
+            page.wait_for_function("document.activeElement && document.activeElement.id === 'name'")
             page.keyboard.type(name)
             page.keyboard.press("Tab")
             page.keyboard.type(password)
