@@ -54,6 +54,11 @@ TRAINING_MINING_USES = ("cawg.ai_generative_training", "cawg.ai_inference", "caw
 APPROVER_ROLES = ("approver", "admin")  # the review app's roles that may decide a release
 
 
+def manifest_digest(canonical: bytes) -> str:
+    """``sha256:<hex>`` of a release.json: the object of its release audit entry."""
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
 @dataclass
 class LeftBehind:
     image: str
@@ -141,7 +146,7 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
         audit = gov.audit_log.append(
             actor=actor.name, role=actor.role.value, action=RELEASE_ACTION,
             subject=subjects.pop() if len(subjects) == 1 else None,
-            object="sha256:" + hashlib.sha256(canonical).hexdigest(), outcome="ok" if items else "refused",
+            object=manifest_digest(canonical), outcome="ok" if items else "refused",
             details={"release_id": release_id, "folder": to.name, "run": document["run"], "items": items,
                      "left_behind": [asdict(x) for x in left]})
         logged = True

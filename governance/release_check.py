@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from governance.compliance import ComplianceReport, ImageCheck, folder_files
 from governance.consent import Purpose
 from governance.provenance import ProvenanceVerifier, file_digest
 from governance.registry import ConsentRegistry, UnknownRecord
-from governance.release import RELEASE_MANIFEST, RELEASE_SIGNATURE, release_entries
+from governance.release import RELEASE_MANIFEST, RELEASE_SIGNATURE, manifest_digest, release_entries
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def audit_release_dir(folder: Path, *, verifier: ProvenanceVerifier, audit_log: 
                   if e["details"]["release_id"] == document.get("release_id")), None)
     if entry is None:
         head.problems.append(f"no release entry for {document.get('release_id')!r} in the audit log")
-    elif entry["object"] != "sha256:" + hashlib.sha256(canonical).hexdigest():
+    elif entry["object"] != manifest_digest(canonical):
         head.problems.append(f"differs from the release.json that audit entry {entry['seq']} records")
     head.audit_entry = entry["seq"] if entry else None
     listed = {item["file"]: item for item in document.get("items", [])}
