@@ -54,6 +54,8 @@ def display(location: str | Path) -> str:
 
 
 def _url(location: str | Path, store: str) -> sa.URL:
+    if is_url(location) and make_url(location).get_backend_name() == "sqlite":
+        location = Path(make_url(location).database)  # a sqlite:/// URL is the file it names
     if not is_url(location):
         path = Path(location)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def _url(location: str | Path, store: str) -> sa.URL:
     url = make_url(location)
     if url.get_backend_name() not in SERVER_SCHEMES:
         raise StoreUnavailable(f"{store} at {display(location)}: unsupported database "
-                               "(use a file path or postgresql://)")
+                               "(use a file path, sqlite:/// or postgresql://)")
     return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
 
 

@@ -22,11 +22,10 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
                         event, func, select, update)
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from governance.database import StoreUnavailable, display, first_line, is_url, open_store
+from governance.database import open_store, reported
 
 SCHEMA_VERSION = 1
 ROLES = ("reviewer", "approver", "admin")
@@ -186,13 +185,6 @@ def _review_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def store_location(location: str | Path) -> str | Path:
-    """A ``sqlite:///`` URL as its file path (what ``open_store`` takes); anything else unchanged."""
-    if is_url(location) and make_url(location).get_backend_name() == "sqlite":
-        return Path(make_url(location).database)
-    return location
-
-
 class ReviewStore:
     """All reads and writes of the review app. Every write method commits before it returns.
 
@@ -200,8 +192,7 @@ class ReviewStore:
 
     def __init__(self, url: str | Path):
         self.url = str(url)
-        self.where = f"{STORE} at {display(self.url)}"
-        self.engine = open_store(store_location(url), store=STORE, metadata=Base.metadata, version=SCHEMA_VERSION)
+        self.engine = open_store(self.url, store=STORE, metadata=Base.metadata, version=SCHEMA_VERSION)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _review_pragmas)
             self.engine.dispose()  # the connection that created the schema predates the listener
@@ -209,13 +200,8 @@ class ReviewStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except IntegrityError:
-            raise
-        except DBAPIError as error:
-            raise StoreUnavailable(f"{self.where}: {first_line(error)}") from None
+        with reported(STORE, self.url), self._sessions.begin() as session:
+            yield session
 
     def close(self) -> None:
         self.engine.dispose()
