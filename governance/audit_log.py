@@ -133,6 +133,14 @@ def build_entry(seq: int, prev: str, signing_key: Ed25519PrivateKey, **fields: A
     return entry, rfc8785.dumps(entry)
 
 
+def checkpoint_of(lines: Iterable[bytes], origin: str | None) -> Checkpoint:
+    """The (unsigned) checkpoint of a log given as its entry lines: tree size and RFC 9162 root."""
+    tree = MerkleTree()
+    for line in lines:
+        tree.append(line)
+    return Checkpoint(origin or LEGACY_ORIGIN, tree.size, tree.root())
+
+
 def check_append(signing_key: Ed25519PrivateKey | None, where: object, outcome: str) -> None:
     """Why an append may not go ahead, raised before anything is written."""
     if signing_key is None:
@@ -261,11 +269,7 @@ class AuditLog:
     def _write_checkpoint(self, fd: int) -> Path:
         """Sign the log's current state; the caller holds the lock on ``fd``."""
         os.fsync(fd)  # a checkpoint covers only entries that are on disk
-        tree = MerkleTree()
-        for line in self._complete_lines():
-            tree.append(line)
-        checkpoint = Checkpoint(self.origin or LEGACY_ORIGIN, tree.size, tree.root())
-        return self.checkpoints.write(checkpoint, self.signing_key)
+        return self.checkpoints.write(checkpoint_of(self._complete_lines(), self.origin), self.signing_key)
 
     # -- reading ----------------------------------------------------------------------------------
 

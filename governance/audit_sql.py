@@ -19,12 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from governance.audit_log import (
-    GENESIS, LEGACY_ORIGIN, AuditVerification, build_entry, check_append, line_hash, parse_entries, verify_log,
+    GENESIS, AuditVerification, build_entry, check_append, checkpoint_of, line_hash, parse_entries, verify_log,
 )
 from governance.checkpoint import Checkpoint, CheckpointStore, StoredCheckpoint, VerifierKey
 from governance.database import StoreUnavailable, display, first_line, open_store
 from governance.files import write_atomically
-from governance.merkle import MerkleTree
 
 _metadata = sa.MetaData()
 _entries = sa.Table(
@@ -97,18 +96,17 @@ class SqlAuditLog:
         query = sa.select(_entries.c.line).order_by(_entries.c.seq)
         if size is not None:
             query = query.where(_entries.c.seq <= size)
-        tree = MerkleTree()
-        for line in connection.execute(query).scalars():
-            tree.append(line.encode("utf-8"))
-        if tree.size and not connection.execute(
-                sa.select(sa.func.count()).select_from(_checkpoints).where(_checkpoints.c.size == tree.size)).scalar():
-            note = Checkpoint(self.origin or LEGACY_ORIGIN, tree.size, tree.root()).sign(self.signing_key)
+        checkpoint = checkpoint_of((line.encode("utf-8") for line in connection.execute(query).scalars()),
+                                   self.origin)
+        if checkpoint.size and not connection.execute(sa.select(sa.func.count()).select_from(_checkpoints)
+                                                      .where(_checkpoints.c.size == checkpoint.size)).scalar():
             try:
                 with connection.begin_nested():
-                    connection.execute(_checkpoints.insert().values(size=tree.size, note=note))
+                    connection.execute(_checkpoints.insert().values(size=checkpoint.size,
+                                                                    note=checkpoint.sign(self.signing_key)))
             except IntegrityError:
                 pass  # another writer signed the same tree first: the same statement
-        return f"{self.where}, checkpoint of {tree.size} entries"
+        return f"{self.where}, checkpoint of {checkpoint.size} entries"
 
     def _retrying(self, work):
         """Run ``work`` in one transaction; retry while the server cannot be reached, never after COMMIT was sent."""
