@@ -16,6 +16,7 @@ import itertools
 import os
 import sys
 import warnings
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -73,28 +74,33 @@ class PairwiseScorer:
 
 
 class FaceLpips(PairwiseScorer):
+    """LPIPS on the real AlexNet backbone, built on first use: a run whose pairs are all cached never imports torch."""
+
     def __init__(self):
-        weights = alexnet_weights_path()
-        if not weights.is_file():
+        self.weights = alexnet_weights_path()
+        if not self.weights.is_file():
             raise MetricUnavailable(
-                f"LPIPS backbone {weights.name} not found at {weights} (torchvision AlexNet ImageNet weights, "
-                f"{REGISTER['lpips_alex'].license}); copy the file there or point TORCH_HOME at a folder holding hub/checkpoints/{weights.name}"
+                f"LPIPS backbone {self.weights.name} not found at {self.weights} (torchvision AlexNet ImageNet weights, "
+                f"{REGISTER['lpips_alex'].license}); copy the file there or point TORCH_HOME at a folder holding hub/checkpoints/{self.weights.name}"
             )
+        self.namespace = f"{LPIPS_VERSION}/{file_sha256(self.weights)[:16]}"
+
+    @cached_property
+    def model(self):
         import lpips
         import torch
         import torchvision
 
         backbone = torchvision.models.alexnet()
-        backbone.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        backbone.load_state_dict(torch.load(self.weights, map_location="cpu", weights_only=True))
         with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=False`
             warnings.simplefilter("ignore", UserWarning)
-            self.model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+            model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
         # lpips keeps AlexNet's feature layers in five slices named by their index in `features`
-        for part in (self.model.net.slice1, self.model.net.slice2, self.model.net.slice3,
-                     self.model.net.slice4, self.model.net.slice5):
+        for part in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
             for index, module in part.named_children():
                 module.load_state_dict(backbone.features[int(index)].state_dict())
-        self.namespace = f"{LPIPS_VERSION}/{file_sha256(weights)[:16]}"
+        return model
 
     def _distances(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         import torch

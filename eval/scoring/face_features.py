@@ -11,6 +11,7 @@ channels, squared differences averaged over channels and positions, and the laye
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 
@@ -90,15 +91,20 @@ def build_network():
 
 
 class FaceFeatures(PairwiseScorer):
-    """Loads the real weights (strictly: every tensor must match) once; CPU, inference only."""
+    """Loads the real weights (strictly: every tensor must match) once, on first use — a run whose pairs
+    are all cached never imports torch; CPU, inference only."""
 
     def __init__(self, model_file=None):
+        self.path = verified_model_path("efficientnet_lite0", model_file)
+        self.namespace = f"{FEATURES_VERSION}/{file_sha256(self.path)[:16]}"
+
+    @cached_property
+    def network(self):
         import torch
 
-        path = verified_model_path("efficientnet_lite0", model_file)
-        self.namespace = f"{FEATURES_VERSION}/{file_sha256(path)[:16]}"
-        self.network = build_network().eval()
-        self.network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        network = build_network().eval()
+        network.load_state_dict(torch.load(self.path, map_location="cpu", weights_only=True), strict=True)
+        return network
 
     def _tensor(self, images: list[np.ndarray]):
         import torch
