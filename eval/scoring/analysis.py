@@ -11,7 +11,8 @@ one recognizer recomputes only its column. Every miss is decoded from the very b
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,16 @@ def verified_pixels(miss: Miss) -> np.ndarray:
     return decode_image(data, str(miss.path))
 
 
+def map_in_process(function: Callable[[list], list], items: Iterable,
+                   batch_size: int) -> Iterator[list[tuple[int, object]]]:
+    """A scoring stage run here: `function` (one output per item of its batch) on `batch_size` items
+    at a time; yields (item position, output) pairs a batch at a time, as an engine's `map_stage` does."""
+    items, position = iter(items), 0
+    while batch := list(itertools.islice(items, batch_size)):
+        yield list(enumerate(function(batch), start=position))
+        position += len(batch)
+
+
 class LocalFaceEngine:
     """Analyses cache misses in this process. This is the seam a scoring engine (e.g. Ray) replaces:
     it gets the misses, returns their records, and never touches the cache (the driver writes it).
@@ -123,6 +134,7 @@ class LocalFaceEngine:
     `analyze_chunks(misses, size)` -> the same as (miss, face record, embeddings), a chunk at a time
     (another engine may yield its chunks in the order they finish).
     `embed(name, misses, faces)` -> per miss: embedding from its cached face record, or an ImageChanged.
+    `map_stage(function, items, batch_size)` -> another scoring stage (CLIP, Face Div): see `map_in_process`.
     A face record with `transient` set describes a read failure, not the bytes: it is never cached."""
 
     def __init__(self, analyzer: FaceAnalyzer):
@@ -151,6 +163,8 @@ class LocalFaceEngine:
         for start in range(0, len(misses), size):
             chunk = misses[start : start + size]
             yield [(miss, face, vectors) for miss, (face, vectors) in zip(chunk, self.analyze(chunk))]
+
+    map_stage = staticmethod(map_in_process)
 
     def close(self) -> None:
         """Nothing to release here; a cluster engine stops what it started."""

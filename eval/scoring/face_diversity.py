@@ -16,6 +16,7 @@ import itertools
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from eval.cache import ResultCache, sha256_bytes
 from eval.models import REGISTER, file_sha256
 from eval.scoring import MetricUnavailable
-from eval.scoring.analysis import ImageRecord
+from eval.scoring.analysis import ImageRecord, map_in_process
 from eval.scoring.rows import FACE_STATUSES
 
 LPIPS_VERSION = "lpips-alex-0.1-v2"  # v2: pair records under "distance"
@@ -46,35 +47,88 @@ def torch_hub_dir() -> Path:
     return Path(os.environ.get("TORCH_HOME", default)).expanduser() / "hub"
 
 
+@dataclass
+class PendingPairs:
+    """The pairs of one set of crops: their cache keys (by content), the distances the cache holds,
+    and the crops (positions) a pair still missing its distance involves."""
+
+    keys: list[str]
+    index_pairs: list[tuple[int, int]]
+    found: dict[str, float]
+    needed: list[int]
+
+
 class PairwiseScorer:
-    """A distance between face crops, with its mean over all pairs cached pair by pair. Subclasses
-    set `namespace` (the cache key: weights and version) and `_distances(pairs) -> array`."""
+    """A distance between face crops of the LPIPS form: per layer, channel-normalised (and weighted)
+    features; squared differences summed over channels, averaged over positions; layers summed
+    (`layers_combined = "sum"`) or averaged ("mean"). Its mean over all pairs of a set is computed
+    from per-crop features — one network pass per crop, never per pair — and cached pair by pair.
+    Subclasses set `namespace` (the cache key: weights and version) and `layer_features(crops)`."""
 
     namespace: str
+    layers_combined = "sum"
+    lazy = ()  # cached properties holding a network: never pickled (a Ray actor builds its own)
 
-    def _distances(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def layer_features(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Per layer, an N x C x H x W array whose pair distance is mean_hw ||a - b||^2 over channels."""
         raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key not in self.lazy}
+
+    def distance_matrix(self, crops: list[np.ndarray]) -> np.ndarray:
+        """N x N distances between all `crops` (uint8 HxWx3), from their features: for each layer,
+        ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b over the flattened features, in float64."""
+        batches = [self.layer_features(crops[start : start + BATCH]) for start in range(0, len(crops), BATCH)]
+        total = np.zeros((len(crops), len(crops)))
+        for layer in zip(*batches):
+            features = np.concatenate(layer)
+            positions = features.shape[2] * features.shape[3]
+            flat = features.reshape(len(crops), -1).astype(np.float64)
+            gram = flat @ flat.T
+            squares = np.diag(gram)
+            total += (squares[:, None] + squares[None, :] - 2 * gram) / positions
+        if self.layers_combined == "mean":
+            total /= len(batches[0]) if batches else 1
+        np.fill_diagonal(total, 0.0)
+        return np.maximum(total, 0.0)  # rounding can take an identical pair a hair below zero
+
+    def set_distances(self, sets: list[np.ndarray]) -> list[np.ndarray]:
+        """`distance_matrix` of each N x H x W x 3 stack of crops: what an engine's Face Div stage runs."""
+        return [self.distance_matrix(list(crops)) for crops in sets]
+
+    def pending(self, crops: list[np.ndarray], cache: ResultCache) -> PendingPairs:
+        hashes = [sha256_bytes(np.ascontiguousarray(crop).tobytes()) for crop in crops]
+        index_pairs = list(itertools.combinations(range(len(crops)), 2))
+        keys = ["+".join(sorted((hashes[i], hashes[j]))) for i, j in index_pairs]
+        found = {key: float(record["distance"]) for key, record in cache.get_many(self.namespace, keys).items()}
+        needed = sorted({i for key, pair in zip(keys, index_pairs) if key not in found for i in pair})
+        return PendingPairs(keys, index_pairs, found, needed)
+
+    def complete(self, pairs: PendingPairs, matrix: np.ndarray | None, cache: ResultCache) -> float:
+        """The set's mean distance, once `matrix` (the `distance_matrix` of the needed crops, in
+        their order) has filled and cached the missing pairs."""
+        if pairs.needed:
+            at = {crop: row for row, crop in enumerate(pairs.needed)}
+            fresh = {key: float(matrix[at[i], at[j]]) for key, (i, j) in zip(pairs.keys, pairs.index_pairs)
+                     if key not in pairs.found}
+            cache.put_many(self.namespace, {key: {"distance": value} for key, value in fresh.items()})
+            pairs.found.update(fresh)
+        return float(np.mean([pairs.found[key] for key in pairs.keys]))
 
     def mean_pairwise(self, crops: list[np.ndarray], cache: ResultCache) -> float | None:
         """Mean distance over all pairs of `crops` (uint8 HxWx3); None for fewer than two."""
         if len(crops) < 2:
             return None
-        hashes = [sha256_bytes(np.ascontiguousarray(crop).tobytes()) for crop in crops]
-        index_pairs = list(itertools.combinations(range(len(crops)), 2))
-        keys = ["+".join(sorted((hashes[i], hashes[j]))) for i, j in index_pairs]
-        pairs = {key: (crops[i], crops[j]) for key, (i, j) in zip(keys, index_pairs)}
-        found = {key: float(record["distance"]) for key, record in cache.get_many(self.namespace, list(pairs)).items()}
-        todo = [key for key in pairs if key not in found]
-        for start in range(0, len(todo), BATCH):
-            batch = todo[start : start + BATCH]
-            values = self._distances([pairs[key] for key in batch])
-            cache.put_many(self.namespace, {key: {"distance": float(v)} for key, v in zip(batch, values)})
-            found.update(zip(batch, map(float, values)))
-        return float(np.mean([found[key] for key in keys]))
+        pairs = self.pending(crops, cache)
+        matrix = self.distance_matrix([crops[i] for i in pairs.needed]) if pairs.needed else None
+        return self.complete(pairs, matrix, cache)
 
 
 class FaceLpips(PairwiseScorer):
     """LPIPS on the real AlexNet backbone, built on first use: a run whose pairs are all cached never imports torch."""
+
+    lazy = ("model",)
 
     def __init__(self):
         self.weights = alexnet_weights_path()
@@ -102,28 +156,46 @@ class FaceLpips(PairwiseScorer):
                 module.load_state_dict(backbone.features[int(index)].state_dict())
         return model
 
-    def _distances(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def layer_features(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """LPIPS's own per-layer features: AlexNet's five ReLU outputs, unit-normalised along channels
+        and scaled by the square root of its learned (non-negative) channel weights, so that
+        mean_hw ||a - b||^2, summed over layers, is lpips.LPIPS's distance."""
+        import lpips
         import torch
 
-        def tensor(crops):
-            return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
+        batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         with torch.inference_mode():
-            return self.model(tensor([a for a, _ in pairs]), tensor([b for _, b in pairs])).flatten().numpy()
+            outputs = self.model.net(self.model.scaling_layer(batch))
+            return [(lpips.normalize_tensor(output) * lin.model[-1].weight.sqrt()).numpy()
+                    for output, lin in zip(outputs, self.model.lins)]
 
 
 def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], scorers: dict, cache: ResultCache,
-                  progress: bool = False) -> pd.DataFrame:
+                  progress: bool = False, map_stage=map_in_process) -> pd.DataFrame:
     """One row per system x subject x prompt set with two or more faces; `scorers` maps a column
-    (face_div_lpips, face_div_features) to its scorer, and a column without one stays empty."""
+    (face_div_lpips, face_div_features) to its scorer, and a column without one stays empty.
+
+    Per scorer, the sets with pairs the cache lacks go through `map_stage` (an engine's: in this
+    process, or a Ray stage), one set per batch: there the set's crops pass the network once each
+    and only the N x N distances come back; the driver caches them and takes each set's mean."""
     with_face = scores["status"].isin(FACE_STATUSES).to_numpy()
-    sets = []
-    groups = scores[with_face].groupby(["system", "subject", "prompt"], sort=False)
-    for (system, subject, prompt), group in tqdm(groups, desc="Face Div", unit="set", disable=not progress):
-        if len(group) < 2:
-            continue
-        crops = [images[i].aligned for i in group.index]
-        values = {column: scorer.mean_pairwise(crops, cache) for column, scorer in scorers.items()}
-        sets.append({"system": system, "subject": subject, "prompt": prompt,
-                     "prompt_category": group["prompt_category"].iloc[0], **values})
+    groups = [(key, group) for key, group in scores[with_face].groupby(["system", "subject", "prompt"], sort=False)
+              if len(group) >= 2]
+    crops = [[images[i].aligned for i in group.index] for _, group in groups]
+    values: dict[str, list] = {}
+    for column, scorer in scorers.items():
+        pending = [scorer.pending(set_crops, cache) for set_crops in crops]
+        todo = [position for position, pairs in enumerate(pending) if pairs.needed]
+        values[column] = [None if pairs.needed else scorer.complete(pairs, None, cache) for pairs in pending]
+        stacks = (np.stack([crops[position][i] for i in pending[position].needed]) for position in todo)
+        with tqdm(total=len(todo), desc=f"Face Div ({column})", unit="set", disable=not progress or not todo) as bar:
+            for chunk in map_stage(scorer.set_distances, stacks, 1):
+                for index, matrix in chunk:
+                    position = todo[index]
+                    values[column][position] = scorer.complete(pending[position], matrix, cache)
+                bar.update(len(chunk))
+    sets = [{"system": system, "subject": subject, "prompt": prompt,
+             "prompt_category": group["prompt_category"].iloc[0],
+             **{column: values[column][position] for column in scorers}}
+            for position, ((system, subject, prompt), group) in enumerate(groups)]
     return pd.DataFrame(sets, columns=SET_COLUMNS)

@@ -92,7 +92,10 @@ def build_network():
 
 class FaceFeatures(PairwiseScorer):
     """Loads the real weights (strictly: every tensor must match) once, on first use — a run whose pairs
-    are all cached never imports torch; CPU, inference only."""
+    are all cached never imports torch; CPU, inference only. Its stages are averaged."""
+
+    layers_combined = "mean"
+    lazy = ("network",)
 
     def __init__(self, model_file=None):
         self.path = verified_model_path("efficientnet_lite0", model_file)
@@ -121,16 +124,10 @@ class FaceFeatures(PairwiseScorer):
         with torch.inference_mode():
             return torch.softmax(self.network(self._tensor(images)), dim=1).numpy()
 
-    def features(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+    def layer_features(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Per crop, its stage outputs unit-normalised along channels (one array per stage)."""
         import torch
 
         with torch.inference_mode():
             stages = self.network.stages(self._tensor(crops))
             return [(stage / (stage.norm(dim=1, keepdim=True) + 1e-10)).numpy() for stage in stages]
-
-    def _distances(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """The feature distance of each pair of uint8 RGB crops."""
-        firsts, seconds = self.features([a for a, _ in pairs]), self.features([b for _, b in pairs])
-        per_stage = [((a - b) ** 2).sum(axis=1).mean(axis=(1, 2)) for a, b in zip(firsts, seconds)]
-        return np.mean(per_stage, axis=0)

@@ -37,6 +37,16 @@ def eval_analyzer() -> FaceAnalyzer:
 
 
 @pytest.fixture(scope="session")
+def real_crops(faces_dir) -> list:
+    """The aligned 112x112 face crops of the ten bundled photos, as the face core cuts them."""
+    from PIL import Image
+
+    analyzer = FaceAnalyzer(recognizers=(), with_pose=False, with_expression=False)
+    photos = [Image.open(path).convert("RGB") for path in sorted(faces_dir.glob("*.jpg"))]
+    return [result.main_face.aligned for result in analyzer.analyze(photos)]
+
+
+@pytest.fixture(scope="session")
 def hide_optional_weights(tmp_path_factory):
     """`with hide_optional_weights():` no LPIPS backbone and no CLIP model are reachable, whatever this
     machine holds (only inside the block: other tests keep the real environment)."""

@@ -3,6 +3,7 @@ copies of a photo as less diverse than other real photos of the same person."""
 import itertools
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from eval.demo.build import AUGMENTATIONS
@@ -38,3 +39,27 @@ def test_the_demo_summary_reports_it_with_copies_lowest(demo_scores):
     copy, ideal, impostor = (systems[name]["metrics"]["face_div_features"] for name in ("copy-paste", "ideal", "impostor"))
     assert copy["ci_high"] < impostor["ci_low"] and copy["ci_high"] < ideal["mean"]
     assert all("face_div_features" not in system["unavailable"] for system in systems.values())
+
+
+def count_network_crops(metric, monkeypatch) -> list[int]:
+    """The number of crops of each batch `metric` sends through its network."""
+    batches = []
+    real = metric.layer_features
+    monkeypatch.setattr(metric, "layer_features", lambda crops: batches.append(len(crops)) or real(crops))
+    return batches
+
+
+def test_the_mean_over_pairs_equals_the_per_pair_distance_with_one_pass_per_crop(real_crops, monkeypatch):
+    features = FaceFeatures()
+    crops = real_crops[:6]
+
+    def per_pair(a, b):  # the definition, one pair at a time: stage means of channel-summed squared differences
+        return np.mean([((x - y) ** 2).sum(axis=1).mean() for x, y in zip(features.layer_features([a]),
+                                                                            features.layer_features([b]))])
+
+    expected = np.mean([per_pair(a, b) for a, b in itertools.combinations(crops, 2)])
+    batches = count_network_crops(features, monkeypatch)
+    cache = ResultCache(None)
+    assert features.mean_pairwise(crops, cache) == pytest.approx(expected, rel=1e-6, abs=0)
+    assert sum(batches) == len(crops)  # each crop once, not once per pair
+    assert features.mean_pairwise(crops[::-1], cache) == pytest.approx(expected, rel=1e-6) and sum(batches) == 6

@@ -1,6 +1,7 @@
 """LPIPS Face Div and CLIP-T/CLIP-I: unavailable without their weights (naming what to provide), and the
 real loading and scoring code exercised with stand-in weights. Only mechanics are asserted: numbers
 from stand-in weights are never reported."""
+import itertools
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from eval.score import score_manifest
 from eval.scoring import MetricUnavailable
 from eval.scoring.clip_score import ClipScorer
 from eval.scoring.face_diversity import FaceLpips, alexnet_weights_path
+from tests.eval.test_face_features import count_network_crops
 
 
 @pytest.fixture
@@ -63,21 +65,26 @@ def test_lpips_without_backbone_names_the_exact_file(tmp_path, monkeypatch):
     assert str(tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in str(error.value)
 
 
-def test_lpips_loads_the_backbone_from_torch_home_and_caches_pairs(torch_home_with_alexnet, monkeypatch):
+def test_lpips_loads_the_backbone_from_torch_home_and_caches_pairs(torch_home_with_alexnet, real_crops, monkeypatch):
     metric = FaceLpips()
     saved = torch.load(torch_home_with_alexnet, weights_only=True)
     assert torch.equal(metric.model.net.slice1[0].weight, saved["features.0.weight"])
     assert torch.equal(dict(metric.model.net.slice5.named_children())["10"].weight, saved["features.10.weight"])
-    rng = np.random.default_rng(0)
-    crops = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(3)]
+    crops = real_crops[:5]
     cache = ResultCache(None)
     assert metric.mean_pairwise([crops[0], crops[0].copy()], cache) == pytest.approx(0.0, abs=1e-6)
     assert metric.mean_pairwise(crops[:1], cache) is None
-    distances = []
-    monkeypatch.setattr(metric, "_distances", lambda pairs, real=metric._distances: distances.append(len(pairs)) or real(pairs))
+
+    def tensor(crop):
+        return torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+    with torch.inference_mode():  # lpips's own forward, one pair at a time
+        expected = np.mean([float(metric.model(tensor(a), tensor(b))) for a, b in itertools.combinations(crops, 2)])
+    batches = count_network_crops(metric, monkeypatch)
     first = metric.mean_pairwise(crops, cache)
-    assert first > 0 and distances == [3]
-    assert metric.mean_pairwise(crops[::-1], cache) == pytest.approx(first) and distances == [3]
+    assert first == pytest.approx(expected, rel=1e-6, abs=0) and first > 0
+    assert sum(batches) == len(crops)  # each crop through AlexNet once, not once per pair
+    assert metric.mean_pairwise(crops[::-1], cache) == pytest.approx(first) and sum(batches) == len(crops)
 
 
 def test_clip_absent_is_unavailable_with_what_to_provide(tmp_path):
