@@ -157,7 +157,7 @@ def _score(manifest: Manifest, out_dir: Path, analyzer: FaceAnalyzer, result_cac
     unavailable: dict[str, str] = {}
     model_ids = list(analyzer.model_ids)
     try:
-        add_clip_columns(rows, images, references, ClipScorer(clip_model), result_cache, progress)
+        add_clip_columns(rows, images, references, ClipScorer(clip_model), result_cache, progress, engine.map_stage)
         model_ids.append("clip")
     except MetricUnavailable as error:
         unavailable["clip_t"] = unavailable["clip_i"] = str(error)
@@ -173,7 +173,7 @@ def _score(manifest: Manifest, out_dir: Path, analyzer: FaceAnalyzer, result_cac
         model_ids.append("efficientnet_lite0")
     except ModelNotFound as error:
         unavailable["face_div_features"] = str(error)
-    sets = face_div_sets(scores, images, scorers, result_cache, progress)
+    sets = face_div_sets(scores, images, scorers, result_cache, progress, engine.map_stage)
     _write_crops(scores, images, out_dir)
 
     summary = {

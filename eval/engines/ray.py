@@ -10,9 +10,11 @@ the cache. Ray restarts a dead actor and retries its batch (Ray Data's defaults:
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +45,41 @@ class FaceWorker:
         self.recognizers = list(spec.recognizers)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        hashes = batch.column("sha256").to_pylist()
+        misses = [Miss(Path(path), sha256) for path, sha256 in zip(batch.column("path").to_pylist(),
+                                                                   batch.column("sha256").to_pylist())]
         with tempfile.TemporaryDirectory(prefix="idavatar-ray-") as folder:
-            if "data" in batch.column_names:  # the bytes become a private file, read and verified as a local one
-                paths = [Path(folder) / f"{i}{Path(name).suffix}" for i, name in enumerate(batch.column("path").to_pylist())]
-                for path, data in zip(paths, batch.column("data").to_pylist()):
-                    path.write_bytes(data)
-            else:
-                paths = [Path(p) for p in batch.column("path").to_pylist()]
-            results = self.engine.analyze([Miss(path, sha256) for path, sha256 in zip(paths, hashes)])
+            results = self.engine.analyze(_readable_here(misses, batch, folder))
         return records_table(batch.column("index"), results, self.recognizers)
+
+
+def _readable_here(misses: list[Miss], batch: pa.Table, folder: str) -> list[Miss]:
+    """The misses, read from their paths, or, when the batch carries their bytes, from private
+    files in `folder` holding those bytes (read and verified as local ones)."""
+    if "data" not in batch.column_names:
+        return misses
+    local = []
+    for position, (miss, data) in enumerate(zip(misses, batch.column("data").to_pylist())):
+        path = Path(folder) / f"{position}{miss.path.suffix}"
+        path.write_bytes(data)
+        local.append(Miss(path, miss.sha256))
+    return local
+
+
+class StageWorker:
+    """A scoring stage other than the face core (CLIP's image embeddings, a Face Div scorer's set
+    distances) on a Ray actor: `function` is a bound method of a light scorer object whose model
+    loads on the actor's first batch and stays for the actor's life. Items and outputs travel
+    pickled (numpy arrays keep their exact floats); `Miss` items travel by path or with their bytes."""
+
+    def __init__(self, function: Callable[[list], list]):
+        self.function = function
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        items = [pickle.loads(item) for item in batch.column("item").to_pylist()]
+        with tempfile.TemporaryDirectory(prefix="idavatar-ray-") as folder:
+            outputs = self.function(_readable_here(items, batch, folder) if "data" in batch.column_names else items)
+        return pa.table({"index": batch.column("index"),
+                         "output": pa.array([pickle.dumps(output) for output in outputs], type=pa.binary())})
 
 
 def cluster_is_local() -> bool:
@@ -103,19 +130,29 @@ class RayEngine:
         ray.data.DataContext.get_current().enable_progress_bars = False  # the driver shows one tqdm bar
         logging.getLogger("ray.data").setLevel(logging.WARNING)
 
-    def _blocks(self, misses: list[Miss]) -> list:
+    def _by_bytes(self) -> bool:
+        return self.transport == "bytes" or (self.transport == "auto" and not cluster_is_local())
+
+    @staticmethod
+    def _block(start: int, columns: dict, misses: list[Miss] | None):
+        """One batch in the object store (one block per batch: any idle actor can take it), with
+        the misses' bytes when `misses` is given."""
         import ray
 
-        by_bytes = self.transport == "bytes" or (self.transport == "auto" and not cluster_is_local())
-        blocks = []
-        for start in range(0, len(misses), self.batch_size):  # one block per batch: any idle actor can take it
-            chunk = misses[start : start + self.batch_size]
-            columns = {"index": pa.array(range(start, start + len(chunk)), type=pa.int64()),
-                       "path": [str(m.path) for m in chunk], "sha256": [m.sha256 for m in chunk]}
-            if by_bytes:
-                columns["data"] = pa.array([_bytes_or_empty(m.path) for m in chunk], type=pa.binary())
-            blocks.append(ray.put(pa.table(columns)))
-        return blocks
+        size = len(next(iter(columns.values())))
+        columns = {"index": pa.array(range(start, start + size), type=pa.int64()), **columns}
+        if misses is not None:
+            columns["data"] = pa.array([_bytes_or_empty(m.path) for m in misses], type=pa.binary())
+        return ray.put(pa.table(columns))
+
+    def _map(self, worker: type, args: tuple, blocks: list, batch_size: int) -> Iterator[pa.Table]:
+        import ray.data
+
+        dataset = ray.data.from_arrow_refs(blocks).map_batches(
+            worker, fn_constructor_args=args, batch_format="pyarrow", batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=self.workers), num_cpus=1, num_gpus=self.gpus_per_worker or None,
+        )
+        yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
 
     def analyze_chunks(self, misses: list[Miss],
                        size: int | None = None) -> Iterator[list[tuple[Miss, dict, dict[str, np.ndarray]]]]:
@@ -123,17 +160,33 @@ class RayEngine:
         finish (`size` is the local engine's chunking; here the batch size governs)."""
         if not misses:
             return
-        import ray.data
-
         self._connect()
+        by_bytes = self._by_bytes()
+        blocks = [self._block(start, {"path": [str(m.path) for m in chunk], "sha256": [m.sha256 for m in chunk]},
+                              chunk if by_bytes else None)
+                  for start in range(0, len(misses), self.batch_size) if (chunk := misses[start : start + self.batch_size])]
         recognizers = list(self.analyzer.recognizers)
-        dataset = ray.data.from_arrow_refs(self._blocks(misses)).map_batches(
-            FaceWorker, fn_constructor_args=(AnalyzerSpec.of(self.analyzer), _namespaces(self.analyzer)),
-            batch_format="pyarrow", batch_size=self.batch_size, compute=ray.data.ActorPoolStrategy(size=self.workers),
-            num_cpus=1, num_gpus=self.gpus_per_worker or None,
-        )
-        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        args = (AnalyzerSpec.of(self.analyzer), _namespaces(self.analyzer))
+        for table in self._map(FaceWorker, args, blocks, self.batch_size):
             yield [(misses[index], face, vectors) for index, face, vectors in table_records(table, recognizers)]
+
+    def map_stage(self, function: Callable[[list], list], items: Iterable,
+                  batch_size: int) -> Iterator[list[tuple[int, object]]]:
+        """Another scoring stage as its own Ray Data stage, with its own batch size and actors:
+        (item position, output) pairs, a batch at a time, in the order batches finish."""
+        self._connect()
+        by_bytes = self._by_bytes()
+        items, blocks, start = iter(items), [], 0
+        while chunk := list(itertools.islice(items, batch_size)):
+            misses = chunk if by_bytes and all(isinstance(item, Miss) for item in chunk) else None
+            blocks.append(self._block(start, {"item": pa.array([pickle.dumps(item) for item in chunk], pa.binary())},
+                                      misses))
+            start += len(chunk)
+        if not blocks:
+            return
+        for table in self._map(StageWorker, (function,), blocks, batch_size):
+            yield list(zip(table.column("index").to_pylist(),
+                           (pickle.loads(output) for output in table.column("output").to_pylist())))
 
     def analyze(self, misses: list[Miss]) -> list[tuple[dict, dict[str, np.ndarray]]]:
         found = {miss: (face, vectors) for chunk in self.analyze_chunks(misses) for miss, face, vectors in chunk}

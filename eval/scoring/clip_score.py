@@ -22,7 +22,7 @@ from eval.cache import ResultCache, sha256_bytes
 from eval.faces import FaceInputError
 from eval.faces.recognizers import cosine
 from eval.scoring import MetricUnavailable
-from eval.scoring.analysis import ImageRecord, Miss, verified_pixels
+from eval.scoring.analysis import ImageRecord, Miss, map_in_process, verified_pixels
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 CLIP_VERSION = "clip-v1"
@@ -66,6 +66,9 @@ class ClipScorer:
         except (OSError, ValueError) as error:
             raise self._unavailable(error) from None
         self.namespace = f"{CLIP_VERSION}/{self.source}:{_fingerprint(self.folder)}"
+
+    def __getstate__(self) -> dict:  # what a Ray actor gets: it loads its own model
+        return {key: value for key, value in self.__dict__.items() if key != "_loaded"}
 
     def _unavailable(self, error: Exception) -> MetricUnavailable:
         return MetricUnavailable(
@@ -112,26 +115,27 @@ class ClipScorer:
         with torch.inference_mode():
             return _features(model.get_text_features(**inputs))
 
-    def _embed(self, keys: list[str], items: list, embed_batch, cache: ResultCache,
-               progress: bool = False) -> dict[str, np.ndarray]:
+    def _embed(self, keys: list[str], items: list, embed_batch, cache: ResultCache, progress: bool = False,
+               map_stage=map_in_process) -> dict[str, np.ndarray]:
+        """{key: embedding}: the cache's, and `embed_batch` run through `map_stage` (in this process,
+        or as a Ray stage) on the rest, BATCH items at a time, each batch cached as it comes back."""
         namespace = f"{self.namespace}/{embed_batch.__name__}"
         found = {key: record["vector"] for key, record in cache.get_many(namespace, keys).items()}
         todo = list({key: item for key, item in zip(keys, items) if key not in found}.items())
-        for start in tqdm(range(0, len(todo), BATCH), desc="CLIP", unit="batch",
-                          disable=not progress or not todo):
-            chunk = todo[start : start + BATCH]
-            vectors = embed_batch([item for _, item in chunk])
-            fresh = {key: {"vector": vector.astype(np.float32)} for (key, _), vector in zip(chunk, vectors)
-                     if np.isfinite(vector).all()}
-            cache.put_many(namespace, fresh)
-            found.update({key: record["vector"] for key, record in fresh.items()})
+        with tqdm(total=len(todo), desc="CLIP", unit="item", disable=not progress or not todo) as bar:
+            for chunk in map_stage(embed_batch, [item for _, item in todo], BATCH):
+                fresh = {todo[index][0]: {"vector": np.asarray(vector, dtype=np.float32)} for index, vector in chunk
+                         if np.isfinite(vector).all()}
+                cache.put_many(namespace, fresh)
+                found.update({key: record["vector"] for key, record in fresh.items()})
+                bar.update(len(chunk))
         return found
 
-    def image_embeddings(self, images: dict[str, Path], cache: ResultCache,
-                         progress: bool = False) -> dict[str, np.ndarray]:
+    def image_embeddings(self, images: dict[str, Path], cache: ResultCache, progress: bool = False,
+                         map_stage=map_in_process) -> dict[str, np.ndarray]:
         """{content sha256: embedding} for {content sha256: path}; none for an image that changed."""
         misses = [Miss(path, sha256) for sha256, path in images.items()]
-        return self._embed(list(images), misses, self._image_batch, cache, progress)
+        return self._embed(list(images), misses, self._image_batch, cache, progress, map_stage)
 
     def text_embeddings(self, prompts: list[str], cache: ResultCache, progress: bool = False) -> dict[str, np.ndarray]:
         """{prompt: embedding}."""
@@ -141,10 +145,11 @@ class ClipScorer:
 
 
 def add_clip_columns(rows: list[dict], images: list[ImageRecord | None], references: list[list[ImageRecord]],
-                     scorer: ClipScorer, cache: ResultCache, progress: bool = False) -> None:
-    """Fill `clip_t` and `clip_i` in each row whose image is readable."""
+                     scorer: ClipScorer, cache: ResultCache, progress: bool = False, map_stage=map_in_process) -> None:
+    """Fill `clip_t` and `clip_i` in each row whose image is readable; the image embeddings go
+    through `map_stage` (an engine's), the few prompts' embeddings are computed here."""
     readable = {r.sha256: r.path for r in [*images, *(x for refs in references for x in refs)] if r and r.readable}
-    image_vectors = scorer.image_embeddings(readable, cache, progress)
+    image_vectors = scorer.image_embeddings(readable, cache, progress, map_stage)
     text_vectors = scorer.text_embeddings([row["prompt"] for row in rows], cache, progress)
     for row, image, refs in zip(rows, images, references):
         if image is None or image.sha256 not in image_vectors:

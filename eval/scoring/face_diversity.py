@@ -49,8 +49,9 @@ def torch_hub_dir() -> Path:
 
 @dataclass
 class PendingPairs:
-    """The pairs of one set of crops: their cache keys (by content), the distances the cache holds,
-    and the crops (positions) a pair still missing its distance involves."""
+    """The pairs of one set of crops: their cache keys (by content), the positions of their two
+    crops (a copy counts as its first occurrence), the distances the cache holds, and the crops a
+    pair still missing its distance involves."""
 
     keys: list[str]
     index_pairs: list[tuple[int, int]]
@@ -99,7 +100,9 @@ class PairwiseScorer:
 
     def pending(self, crops: list[np.ndarray], cache: ResultCache) -> PendingPairs:
         hashes = [sha256_bytes(np.ascontiguousarray(crop).tobytes()) for crop in crops]
-        index_pairs = list(itertools.combinations(range(len(crops)), 2))
+        first = {}  # copies of one crop go through the network once, as its first position
+        positions = [first.setdefault(sha256, position) for position, sha256 in enumerate(hashes)]
+        index_pairs = [(positions[i], positions[j]) for i, j in itertools.combinations(range(len(crops)), 2)]
         keys = ["+".join(sorted((hashes[i], hashes[j]))) for i, j in index_pairs]
         found = {key: float(record["distance"]) for key, record in cache.get_many(self.namespace, keys).items()}
         needed = sorted({i for key, pair in zip(keys, index_pairs) if key not in found for i in pair})

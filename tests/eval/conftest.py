@@ -9,6 +9,7 @@ import pytest
 from eval.demo.build import build_demo_run
 from eval.faces import FaceAnalyzer
 from eval.score import score_manifest
+from eval.scoring.face_diversity import alexnet_weights_path
 
 
 def count_model_calls(analyzer: FaceAnalyzer) -> FaceAnalyzer:
@@ -89,3 +90,47 @@ def demo_scores(demo_manifest, eval_analyzer, demo_cache, hide_optional_weights)
 def score_cache(demo_scores, demo_cache) -> Path:
     """The session cache, after the demo run was scored into it cold: later tests reuse its analyses."""
     return demo_cache
+
+
+@pytest.fixture
+def torch_home_with_alexnet(tmp_path, monkeypatch) -> Path:
+    """Stand-in AlexNet weights (seeded random) where FaceLpips looks: mechanics only, never a reported number."""
+    import torch
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = alexnet_weights_path()
+    weights.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), weights)
+    return weights
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A CLIP of a few thousand parameters with a byte-level tokenizer, built offline."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    chars = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]  # GPT-2's byte alphabet
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    return folder

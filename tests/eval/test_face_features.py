@@ -63,3 +63,13 @@ def test_the_mean_over_pairs_equals_the_per_pair_distance_with_one_pass_per_crop
     assert features.mean_pairwise(crops, cache) == pytest.approx(expected, rel=1e-6, abs=0)
     assert sum(batches) == len(crops)  # each crop once, not once per pair
     assert features.mean_pairwise(crops[::-1], cache) == pytest.approx(expected, rel=1e-6) and sum(batches) == 6
+
+
+def test_copies_of_a_crop_pass_the_network_once_and_are_zero_apart(real_crops, monkeypatch):
+    features = FaceFeatures()
+    a, b = real_crops[:2]
+    batches = count_network_crops(features, monkeypatch)
+    mean = features.mean_pairwise([a, b, a.copy(), b.copy()], ResultCache(None))
+    assert sum(batches) == 2
+    # six pairs: (a, a) and (b, b) at 0, four (a, b) at d(a, b)
+    assert mean == pytest.approx(4 / 6 * features.mean_pairwise([a, b], ResultCache(None)), rel=1e-9)

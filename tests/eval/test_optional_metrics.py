@@ -3,59 +3,18 @@ real loading and scoring code exercised with stand-in weights. Only mechanics ar
 from stand-in weights are never reported."""
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from eval.cache import ResultCache
 from eval.files import sha256_file
 from eval.score import score_manifest
 from eval.scoring import MetricUnavailable
 from eval.scoring.clip_score import ClipScorer
-from eval.scoring.face_diversity import FaceLpips, alexnet_weights_path
+from eval.scoring.face_diversity import FaceLpips
 from tests.eval.test_face_features import count_network_crops
-
-
-@pytest.fixture
-def torch_home_with_alexnet(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    weights = alexnet_weights_path()
-    weights.parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet().state_dict(), weights)
-    return weights
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory) -> Path:
-    """A CLIP of a few thousand parameters with a byte-level tokenizer, built offline."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in printable]
-    chars = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]  # GPT-2's byte alphabet
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
-                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}),
-                              tokenizer=tokenizer)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def test_lpips_without_backbone_names_the_exact_file(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from eval.scoring.analysis import FACES_VERSION, CachedFaceAnalysis, Miss
 pytestmark = pytest.mark.slow
 
 GENERATED_LINES, GENERATED_DISTINCT = 2000, 20
-NUMERIC = ["id_sim_sface", "id_sim_dlib", "yaw", "pitch", "roll", "d_yaw", "d_pitch"]
+NUMERIC = ["id_sim_sface", "id_sim_dlib", "yaw", "pitch", "roll", "d_yaw", "d_pitch", "clip_t", "clip_i"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,22 @@ def test_demo_scores_equal_the_local_engine(ray_cluster, demo_scores, demo_manif
                                 progress=False, engine="ray", engine_options={"workers": 2, "batch_size": 4})
     assert_same_scores(result, demo_scores)
     assert result.summary["status_counts"] == {"ok": 29}
+
+
+def test_clip_and_face_div_run_as_their_own_ray_stages_with_the_local_numbers(
+        ray_cluster, demo_manifest, eval_analyzer, tiny_clip, torch_home_with_alexnet, tmp_path, monkeypatch):
+    # stand-in CLIP and AlexNet weights: only the mechanics (same numbers on both engines) are asserted
+    local = score_manifest(demo_manifest, tmp_path / "local", analyzer=eval_analyzer, cache=False,
+                           clip_model=str(tiny_clip), progress=False)
+    stages, real = [], RayEngine.map_stage
+    monkeypatch.setattr(RayEngine, "map_stage", lambda engine, function, items, batch_size:
+                        stages.append((type(function.__self__).__name__, batch_size)) or real(engine, function, items, batch_size))
+    result = score_manifest(demo_manifest, tmp_path / "ray", analyzer=eval_analyzer, cache=False,
+                            clip_model=str(tiny_clip), progress=False, engine="ray",
+                            engine_options={"workers": 2, "batch_size": 4, "transport": "bytes"})
+    assert sorted(stages) == [("ClipScorer", 16), ("FaceFeatures", 1), ("FaceLpips", 1)]
+    assert result.scores["clip_i"].notna().all()
+    assert_same_scores(result, local)
 
 
 def test_generated_run_scores_equal_the_local_engine_by_bytes(ray_cluster, generated, generated_local,
