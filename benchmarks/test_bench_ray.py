@@ -10,11 +10,12 @@ on its own, cold:
   (a Ray stage on Ray), the rows, the bootstrap summary, the outputs. CLIP and LPIPS are off (their
   weights are not shipped), as in test_bench_scoring.py.
 Per stage and in total: wall time, throughput and CPU seconds of every process involved (the driver,
-the Ray workers of each stage, Ray's own processes: `cpu_s_by_process`), a figure the other jobs on a
+the Ray workers of each stage, Ray's own processes: `cpu_s_by_process`; a stage's actors may
+linger into the next one), a figure the other jobs on a
 shared machine distort far less than wall time. From these: the Ray overhead ratio (Ray 1 worker /
 local, goal <= 1.15) in CPU seconds and in wall time, and the 2-worker speed-up over 1 worker in wall
 time (goal >= 1.7 on 2 free cores). Also: the machine's load average, the peak memory of the Ray
-workers and of a `python -m eval.score --engine ray` driver at 2,000 and 20,000 lines (faces cached,
+workers (per kind of actor) and of a `python -m eval.score --engine ray` driver at 2,000 and 20,000 lines (faces cached,
 Face Div off: the driver's own work), and a projection for an 8-GPU node from the per-image CPU
 seconds measured here, labelled as a projection. Writes benchmarks/results/ray_cpu.json.
 """
@@ -56,7 +57,7 @@ class ProcessMeter:
     every 0.2 s. CPU seconds, unlike wall time, do not depend much on what else the machine runs."""
 
     def __init__(self):
-        self.worker_peak_bytes = 0
+        self.peak_bytes: dict[str, int] = {}
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._kind: dict[int, str] = {}
@@ -74,7 +75,7 @@ class ProcessMeter:
                 kind = next((k for name, k in WORKER_KINDS.items() if name in command), None)
                 if kind:
                     self._kind[process.pid] = kind
-                    self.worker_peak_bytes = max(self.worker_peak_bytes, process.memory_info().rss)
+                    self.peak_bytes[kind] = max(self.peak_bytes.get(kind, 0), process.memory_info().rss)
                 self._kind.setdefault(process.pid, "driver" if process.pid == me.pid else "ray_own_processes")
             except psutil.Error:
                 pass
@@ -106,7 +107,7 @@ def measured(meter: ProcessMeter, wall: float) -> dict:
     cpu = sum(by_kind.values())
     return {"wall_s": round(wall, 2), "images_per_s": round(IMAGES / wall, 2), "cpu_s": round(cpu, 2),
             "cpu_s_per_image": round(cpu / IMAGES, 4), "cpu_s_by_process": by_kind,
-            "worker_peak_mib": round(meter.worker_peak_bytes / 2**20, 1) or None}
+            "worker_peak_mib": {kind: round(peak / 2**20, 1) for kind, peak in meter.peak_bytes.items()} or None}
 
 
 def image_paths(manifest: Path) -> list[Path]:
@@ -133,15 +134,23 @@ def staged_pass(manifest: Path, folder: Path, analyzer: FaceAnalyzer, engine) ->
     return {**stages, "result": result}
 
 
+# Linux folds the memory of the process that forked into the child's ru_maxrss (at exec), so the
+# driver is started by this small launcher, never by the benchmark's own large process.
+LAUNCHER = """import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"""
+
+
 def driver_peak_mib(manifest: Path, cache: Path, address: str, out: Path) -> float:
     """Peak resident memory of a `python -m eval.score --engine ray` driver process, Face Div off."""
-    process = subprocess.Popen([sys.executable, "-m", "eval.score", str(manifest), "--out", str(out),
-                                "--cache", str(cache), "--quiet", "--engine", "ray", "--ray-address", address],
-                               env={**os.environ, "IDAVATAR_EFFICIENTNET_LITE0": str(out / "no-face-div-weights")},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return round(usage.ru_maxrss / 1024, 1)
+    command = [sys.executable, "-m", "eval.score", str(manifest), "--out", str(out), "--cache", str(cache),
+               "--quiet", "--engine", "ray", "--ray-address", address]
+    launched = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, check=True,
+                              env={**os.environ, "IDAVATAR_EFFICIENTNET_LITE0": str(out / "no-face-div-weights")})
+    code, max_rss_kib = map(int, launched.stdout.split())
+    assert code == 0
+    return round(max_rss_kib / 1024, 1)
 
 
 def ratio(a: float, b: float) -> float:
