@@ -34,12 +34,12 @@ def dlib_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 def onnx_session(onnx_model, threads: int | None = None):
     """An onnxruntime CPU (or CUDA, with onnxruntime-gpu) session, quiet about graph warnings;
-    `threads` intra-op threads (default: up to 4)."""
+    `threads` intra-op threads (default: up to 4; 0: onnxruntime's own default, one per core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    options.intra_op_num_threads = min(4, os.cpu_count() or 1) if threads is None else threads
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     return ort.InferenceSession(onnx_model, options, providers=providers)
 
