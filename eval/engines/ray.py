@@ -7,6 +7,8 @@ FaceAnalyzer per actor (a pool of `workers` actors, each with `num_gpus`), which
 local engine's code on its batch; records stream back batch by batch, and the driver alone writes
 the cache. Ray restarts a dead actor and retries its batch (Ray Data's defaults: `max_restarts=-1`,
 `max_task_retries=-1`), and the face core is deterministic, so a retried batch gives the same records.
+CLIP's image embeddings and Face Div's set distances then run as their own stages (`map_stage`,
+`StageWorker`), with their own batch sizes and actors.
 """
 from __future__ import annotations
 
@@ -174,16 +176,19 @@ class RayEngine:
                   batch_size: int) -> Iterator[list[tuple[int, object]]]:
         """Another scoring stage as its own Ray Data stage, with its own batch size and actors:
         (item position, output) pairs, a batch at a time, in the order batches finish."""
+        items = iter(items)
+        chunk = list(itertools.islice(items, batch_size))
+        if not chunk:  # nothing to do (all cached): no cluster started or joined
+            return
         self._connect()
         by_bytes = self._by_bytes()
-        items, blocks, start = iter(items), [], 0
-        while chunk := list(itertools.islice(items, batch_size)):
+        blocks, start = [], 0
+        while chunk:
             misses = chunk if by_bytes and all(isinstance(item, Miss) for item in chunk) else None
             blocks.append(self._block(start, {"item": pa.array([pickle.dumps(item) for item in chunk], pa.binary())},
                                       misses))
             start += len(chunk)
-        if not blocks:
-            return
+            chunk = list(itertools.islice(items, batch_size))
         for table in self._map(StageWorker, (function,), blocks, batch_size):
             yield list(zip(table.column("index").to_pylist(),
                            (pickle.loads(output) for output in table.column("output").to_pylist())))

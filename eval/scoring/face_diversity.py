@@ -8,7 +8,9 @@ random): otherwise `MetricUnavailable` names the exact file to provide.
 
 Beside it, `face_div_features` (eval/scoring/face_features.py) is the same mean over pairs on
 EfficientNet-Lite0 features, whose weights ship in a pip package: labelled everywhere as NOT LPIPS.
-Both cache each pair's distance by the two crops' content and the scorer's weights and version.
+Both pass each crop of a set through their network once, take every pair's distance from those
+features (`PairwiseScorer.distance_matrix`), and cache each pair's distance by the two crops'
+content and the scorer's weights and version.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The Ray engine on a real local Ray cluster (started here, 2 CPUs): the same scores as the local
-engine on the demo and on a generated 2,000-line run, through a killed worker and a killed driver."""
+engine on the demo (also with CLIP and LPIPS as Ray stages) and on a generated 2,000-line run, through a
+killed worker and a killed driver."""
 import json
 import os
 import signal
@@ -78,6 +79,12 @@ def test_ray_options_are_checked_before_anything_runs(demo_manifest, capsys):
         with pytest.raises(SystemExit):
             main([str(demo_manifest), *argv])
         assert message in capsys.readouterr().err
+
+
+def test_a_stage_with_nothing_to_do_starts_no_cluster(eval_analyzer):
+    engine = RayEngine(eval_analyzer)  # no address: it would start a private cluster
+    assert list(engine.map_stage(len, iter([]), 4)) == [] and not engine._started
+    engine.close()
 
 
 def test_demo_scores_equal_the_local_engine(ray_cluster, demo_scores, demo_manifest, eval_analyzer,
