@@ -81,7 +81,7 @@ def raw_model_seconds(analyzer: FaceAnalyzer, images: list[np.ndarray]) -> dict[
     for frame in frames:
         seconds["yunet"] += timed(lambda: detector._detect_once(frame))
     for crop in mesh_crops:
-        seconds["face_mesh"] += timed(lambda: mesh.points(crop))
+        seconds["face_mesh"] += timed(lambda: mesh.points(crop[None]))
     seconds["sface"] = timed(lambda: sface.embed(sface_inputs))
     seconds["dlib"] = timed(lambda: dlib_net.embed(dlib_inputs))
     seconds["fer"] = timed(lambda: analyzer.expression.classify(fer_inputs))

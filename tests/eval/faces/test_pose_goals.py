@@ -70,5 +70,4 @@ def test_off_centre_crop_and_jpeg_barely_move_the_pose(poses):
 def test_mirror_flips_yaw_and_roll_and_keeps_pitch(poses):
     for stem, table in poses.items():
         expected = table["original"] * [-1, 1, -1]
-        # the goal is 0.1; the first crop follows the detector, which is not mirror-symmetric
-        assert np.abs(table["mirror"] - expected).max() <= 0.5, (stem, table["mirror"], expected)
+        assert np.abs(table["mirror"] - expected).max() <= 0.1, (stem, table["mirror"], expected)
