@@ -31,7 +31,7 @@ ROI_SCALE = 1.5  # the first crop's side, per side of the detector's box (MediaP
 # The next crop's side per RMS distance of the 468 points from their mean: 1.5x the mesh's extent
 # on a frontal face, as MediaPipe places it, from a statistic that barely follows the crop.
 SIDE_PER_SPREAD = 5.0
-ROUNDS = 5  # paired reads: from the detector's crop to the fixed point (docs/eval.md, "Head pose")
+ROUNDS = 6  # paired reads: from the detector's crop to the fixed point (docs/eval.md, "Head pose")
 
 
 # The detector's five landmarks (ArcFace template order) as means of mesh points: the two eye
