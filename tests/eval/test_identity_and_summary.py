@@ -92,10 +92,13 @@ def test_summary_denominators(rows):
 
 
 @pytest.mark.slow  # needs the session's demo analysis
-def test_a_manifest_with_no_valid_line_is_refused_and_writes_nothing(tmp_path, eval_analyzer, score_cache):
+@pytest.mark.parametrize("text, reason", [("{}\nnot json\n", "no valid line to score \\(2 malformed"),
+                                          ("\n  \n", "the manifest has no lines")])
+def test_a_manifest_with_no_valid_line_is_refused_and_writes_nothing(tmp_path, eval_analyzer, score_cache, text,
+                                                                      reason):
     manifest = tmp_path / "run.jsonl"
-    manifest.write_text("{}\nnot json\n")
-    with pytest.raises(ScoreError, match="no valid line to score \\(2 malformed"):
+    manifest.write_text(text)
+    with pytest.raises(ScoreError, match=reason):
         score_manifest(manifest, analyzer=eval_analyzer, cache=score_cache, progress=False)
     assert not (tmp_path / "scores").exists()
 
