@@ -72,13 +72,15 @@ class FaceMesh:
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = 0
 
-    def points(self, crops: np.ndarray) -> np.ndarray:
-        """Nx468x3 meshes of N 192x192 RGB uint8 crops, in crop pixels (z on the same scale)."""
+    def points(self, crops) -> np.ndarray:
+        """Nx468x3 meshes of N 192x192 RGB crops (uint8, or float32 already in 0..1), in crop
+        pixels (z on the same scale)."""
         if len(crops) != self._batch:
             self._interpreter.resize_tensor_input(self._input, [len(crops), INPUT_SIZE, INPUT_SIZE, 3])
             self._interpreter.allocate_tensors()
             self._batch = len(crops)
-        self._interpreter.set_tensor(self._input, np.asarray(crops, dtype=np.float32) * np.float32(1 / 255))
+        crops = np.asarray(crops)
+        self._interpreter.set_tensor(self._input, crops if crops.dtype == np.float32 else crops.astype(np.float32) / 255)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output).reshape(len(crops), 468, 3).astype(np.float64)
 
@@ -94,7 +96,10 @@ class FaceMesh:
     def _read(self, rgb: np.ndarray, placement: Placement) -> tuple[MeshFit, Placement]:
         """The mirror-paired reading of one crop, and the crop it places next."""
         crop, matrix = levelled_crop(rgb, placement.centre, placement.angle, placement.side, INPUT_SIZE)
-        points, flipped = self.points(np.stack([crop, crop[:, ::-1]]))
+        pair = np.empty((2, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+        np.multiply(crop, np.float32(1 / 255), out=pair[0])
+        pair[1] = pair[0, :, ::-1]
+        points, flipped = self.points(pair)
         pose = mirror_average(estimate_pose(points), estimate_pose(flipped), placement.angle)
         both = np.concatenate([points[:, :2], flipped[:, :2] * [-1, 1] + [INPUT_SIZE - 1, 0]])
         centre = both.mean(axis=0)
