@@ -91,6 +91,8 @@ REGISTER: dict[str, ModelSpec] = {
             source="dlib ResNet face recognition model v1 (Davis King), shipped by face_recognition_models==0.3.0",
             package="face_recognition_models", package_path="models/dlib_face_recognition_resnet_model_v1.dat",
             env_var="IDAVATAR_DLIB",
+            note="run in onnxruntime from a graph built from this file (eval/faces/dlib_onnx.py), "
+                 "checked against dlib's own compute_face_descriptor",
         ),
         ModelSpec(
             id="dlib_landmarks5", task="5-point landmarks (dlib face chips)",

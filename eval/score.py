@@ -93,6 +93,8 @@ def _read(manifest_path: Path) -> Manifest:
         raise ScoreError(f"{manifest_path}: cannot read the manifest ({error.strerror or error})") from None
     for error in manifest.errors:
         print(f"{manifest.path}: {error} (skipped)", file=sys.stderr)
+    if not manifest.entries and not manifest.errors:
+        raise ScoreError(f"{manifest.path}: the manifest has no lines; nothing written")
     if not manifest.entries:
         raise ScoreError(f"{manifest.path}: no valid line to score ({len(manifest.errors)} malformed, "
                          "listed above); nothing written")

@@ -6,7 +6,8 @@ the previous line) and ``sig`` (Ed25519 over the entry without ``sig``). The cha
 the signature stops forgery, and signed checkpoints (``checkpoint.py``) kept apart from the log
 catch a cut tail, which a chain alone cannot see.
 
-Appends hold an exclusive lock on the log file, so several processes may append at once. A crash mid-write leaves a last
+Appends hold an exclusive lock on the log file, so several processes may append at once; ``exclusive()``
+serialises whole read-then-append decisions (a release's counts). A crash mid-write leaves a last
 line without its newline: it is reported when the log is opened, verification fails on it, and the
 next append moves it to a quarantine file and records that in the log before writing its own entry.
 
@@ -106,7 +107,7 @@ def generate_key_pair(private_path: str | Path, public_path: str | Path) -> Ed25
 
 @contextmanager
 def _exclusive(fd: int) -> Iterator[None]:
-    """An exclusive kernel lock (flock) on the log itself, across processes and threads.
+    """An exclusive kernel lock (flock) on an open file, across processes and threads.
 
     The kernel drops it when a holder dies, even by SIGKILL. filelock 4.3 measured 120-200 us per
     acquire and release on this machine, against 1 us here: it capped 4 writers below 1,500 appends/s.
@@ -160,6 +161,7 @@ class AuditLog:
                  public_key: Ed25519PublicKey | None = None, checkpoint_dir: str | Path | None = None,
                  checkpoint_every: int = 256, origin: str | None = None, fsync: bool = True):
         self.path = Path(path)
+        self.where = str(self.path)  # how messages name the log (the SQL backend names its server)
         self.signing_key = signing_key
         self.public_key = public_key or (signing_key.public_key() if signing_key else None)
         self.checkpoints = CheckpointStore(checkpoint_dir or self.path.with_name(self.path.name + ".checkpoints"))
@@ -200,6 +202,21 @@ class AuditLog:
         finally:
             os.close(fd)
         return entry
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """A section that no other ``exclusive()`` on this log, in any process, runs beside.
+
+        For a decision read from the log and appended to it (what a release may still release): the
+        state read inside stays true until the section's own append. Plain appends are not held up;
+        the lock is a sibling ``.lock`` file, so it never waits on the append lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            with _exclusive(fd):
+                yield
+        finally:
+            os.close(fd)
 
     def checkpoint(self) -> Path:
         """Sign and store a checkpoint of the log as it is now."""

@@ -11,6 +11,7 @@ folder that ``audit verify --log`` and Go's note verifier read.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -38,6 +39,7 @@ _checkpoints = sa.Table(
     sa.Column("note", sa.Text, nullable=False),
 )
 _APPEND_LOCK = 0x1DA7A0D1  # the advisory lock every appender takes (one per database)
+_EXCLUSIVE_LOCK = 0x1DA7A0D2  # held through a whole read-then-append decision (``exclusive``)
 _RETRY_SECONDS = 30.0
 
 
@@ -84,6 +86,19 @@ class SqlAuditLog:
         connection.execute(_entries.insert().values(seq=entry["seq"], line=line.decode("utf-8"),
                                                     hash=line_hash(line)))
         return entry
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """A section that no other ``exclusive()`` on this database, on any host, runs beside (see
+        ``AuditLog.exclusive``): a session advisory lock, which the server drops if the holder dies."""
+        with self.engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _EXCLUSIVE_LOCK})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _EXCLUSIVE_LOCK})
+                connection.commit()
 
     def checkpoint(self) -> str:
         """Sign and store a checkpoint of the log as it is now; returns where it is kept."""

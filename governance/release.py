@@ -96,10 +96,18 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise FileExistsError(f"{to}: release folder exists and is not empty")
     if gov.audit_log.signing_key is None:
-        raise ValueError(f"{gov.audit_log.path}: no audit signing key configured; a release is logged and signed")
+        raise ValueError(f"{gov.audit_log.where}: no audit signing key configured; a release is logged and signed")
+    with gov.audit_log.exclusive():  # concurrent releases must not both count the same earlier ones
+        result = _release(run_dir, to, gov, actor, method)
+    gov.audit_log.checkpoint()
+    return result
+
+
+def _release(run_dir: Path, to: Path, gov: "GovernanceContext", actor: Actor, method: str) -> ReleaseResult:
+    """The release itself: read the log, release what is eligible, log it; under the log's exclusive section."""
     verification = gov.verify_audit_log()
     if not verification.ok:
-        raise ValueError(f"{gov.audit_log.path}: {verification}; its approvals cannot be trusted")
+        raise ValueError(f"{gov.audit_log.where}: {verification}; its approvals cannot be trusted")
     entries = list(gov.audit_log.entries())
     decisions = latest_decisions(entries)
     signed = {entry["object"]: entry["seq"] for entry in entries
@@ -158,7 +166,6 @@ def release(run_dir: str | Path, to: str | Path, gov: "GovernanceContext", *, ac
         # Once the release is in the audit log its files are kept, even if the move failed.
         if not logged or not items:
             shutil.rmtree(staging, ignore_errors=True)
-    gov.audit_log.checkpoint()
     return ReleaseResult(release_id, str(to) if items else None, audit["seq"], items, left)
 
 

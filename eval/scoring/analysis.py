@@ -3,7 +3,8 @@
 Per image (by content hash) the cache holds two kinds of record:
 - the main face's geometry, pose, expression and aligned crop, keyed by the detector / pose /
   expression models (with their weight hashes) and `FACES_VERSION`;
-- one embedding per recognizer, keyed by that recognizer's models and `EMBED_VERSION`.
+- one embedding per recognizer, keyed by that recognizer's models, `EMBED_VERSION` and the recognizer's
+  `implementation` when it runs the model in another runtime (dlib's ResNet in onnxruntime).
 Images missing everything go to the engine (`LocalFaceEngine`, or one with the same methods, such
 as eval/engines/ray.py) in chunks, each chunk committed to the cache before the next; an image
 missing only some recognizers' embeddings has just those computed from its cached face, so changing
@@ -25,7 +26,7 @@ from eval.faces.images import decode_image, read_image_bytes
 from eval.files import sha256_file
 from eval.models import ModelNotFound, file_sha256, model_path
 
-FACES_VERSION = "faces-v1"
+FACES_VERSION = "faces-v2"  # v2: mesh crops iterated to their mirror-equivariant fixed point
 EMBED_VERSION = "embed-v1"
 OPTIONAL_RECOGNIZERS = ("arcface",)
 CACHE_CHUNK = 32  # misses analysed, then committed to the cache, together
@@ -188,7 +189,7 @@ class CachedFaceAnalysis:
                           if not any(m in r.model_ids for r in analyzer.recognizers.values())]
         self.faces_namespace = f"{FACES_VERSION}/{fingerprint(non_recognizer)}/min{analyzer.min_face_size}"
         self.embed_namespaces = {
-            name: f"{EMBED_VERSION}/{fingerprint(recognizer.model_ids)}"
+            name: "/".join(filter(None, (EMBED_VERSION, fingerprint(recognizer.model_ids), recognizer.implementation)))
             for name, recognizer in analyzer.recognizers.items()
         }
 

@@ -12,10 +12,11 @@ reference's. Set on the bundled photos (eval/demo): lightly edited copies of a p
 colour jitter, JPEG at quality 35) score 0.95-0.99 on SFace and 0.83-0.98 on dlib, while another real
 photo of the same person scores at most 0.84 (SFace) and 0.78 (dlib); the thresholds sit between.
 Pose tolerance from the face core's measured noise floor (mesh pose, docs/eval.md "Head pose"): the
-12 demo copies move yaw by at most 0.43 and pitch by at most 1.06 degrees; a 15% off-centre crop
-moves any angle by at most 1.9 (0.9 with the mesh's own landmarks) and a JPEG q30 re-save by 0.9;
-the tolerance is 1.5x the worst 1.9, rounded to 3 degrees. The nearest new photo of the same person differs by 4.1 / 4.3 degrees. Expression is reported but not part of the rule: the expression classifier's label
-flips under colour jitter of an unchanged face (1 of the 12 demo copies).
+12 demo copies move yaw by at most 0.41 and pitch by at most 0.55 degrees; a 15% off-centre crop
+moves any angle by at most 1.56 and a JPEG q30 re-save by 0.77; the tolerance is 1.5x the worst
+1.56 (2.3), rounded up to 3 degrees. The nearest new photo of the same person differs by 3.9 / 5.1
+degrees. Expression is reported but not part of the rule: the expression classifier's label can
+flip under a light edit of a borderline face.
 """
 from __future__ import annotations
 

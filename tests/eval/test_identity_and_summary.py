@@ -2,13 +2,13 @@
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from eval.cache import open_cache
 from eval.faces import similarity
 from eval.score import ScoreError, score_manifest
 from eval.scoring.analysis import CachedFaceAnalysis
-from eval.scoring.identity import COPY_SIMILARITY, is_copy_paste, reference_profile
+from eval.scoring.identity import COPY_MAX_PITCH, COPY_MAX_YAW, COPY_SIMILARITY, is_copy_paste, reference_profile
 from eval.scoring.summary import SHARED_METRICS, summarize_group
 
 
@@ -45,11 +45,13 @@ def test_references_without_a_face_are_named(obama, tmp_path):
 
 
 @given(st.floats(-1, 1), st.floats(-1, 1), st.floats(-30, 30), st.floats(-30, 30), st.floats(0, 0.2))
+@example(0.99, 0.99, COPY_MAX_YAW + 0.5, 0.0, 0.0)  # a copy's likeness, a turned head: not a copy
+@example(0.99, 0.99, 0.0, -COPY_MAX_PITCH, 0.0)    # the tolerance itself still counts as still
 @settings(max_examples=100, deadline=None)
 def test_copy_paste_needs_every_recognizer_and_a_still_head(sface, dlib, d_yaw, d_pitch, raise_by):
     flagged = is_copy_paste({"sface": sface, "dlib": dlib}, d_yaw, d_pitch)
     expected = (sface >= COPY_SIMILARITY["sface"] and dlib >= COPY_SIMILARITY["dlib"]
-                and abs(d_yaw) <= 8 and abs(d_pitch) <= 8)
+                and abs(d_yaw) <= COPY_MAX_YAW and abs(d_pitch) <= COPY_MAX_PITCH)
     assert flagged == expected
     if flagged:  # more similar never un-flags
         assert is_copy_paste({"sface": min(1, sface + raise_by), "dlib": min(1, dlib + raise_by)}, d_yaw, d_pitch)
@@ -92,10 +94,13 @@ def test_summary_denominators(rows):
 
 
 @pytest.mark.slow  # needs the session's demo analysis
-def test_a_manifest_with_no_valid_line_is_refused_and_writes_nothing(tmp_path, eval_analyzer, score_cache):
+@pytest.mark.parametrize("text, reason", [("{}\nnot json\n", "no valid line to score \\(2 malformed"),
+                                          ("\n  \n", "the manifest has no lines")])
+def test_a_manifest_with_no_valid_line_is_refused_and_writes_nothing(tmp_path, eval_analyzer, score_cache, text,
+                                                                      reason):
     manifest = tmp_path / "run.jsonl"
-    manifest.write_text("{}\nnot json\n")
-    with pytest.raises(ScoreError, match="no valid line to score \\(2 malformed"):
+    manifest.write_text(text)
+    with pytest.raises(ScoreError, match=reason):
         score_manifest(manifest, analyzer=eval_analyzer, cache=score_cache, progress=False)
     assert not (tmp_path / "scores").exists()
 
