@@ -3,10 +3,12 @@ at batch 4 (bf16, SDPA), and the time to sample 5 images x 50 steps with and wit
 
     pytest benchmarks/test_bench_idadapter.py -m "gpu and benchmark" -s
 
-And on the CPU, the paired identity-loss experiment (docs/idadapter.md): two trainings of the 64 px
-model on identical batches, one with λ·L_id and a λ ≈ 0 control, compared on L_id.
+And on the CPU, the paired identity-loss experiment (docs/idadapter.md): three trainings of the 64 px
+model on identical batches (λ = 0.1, λ = 1 and a λ ≈ 0 control), compared on L_id; then the λ = 1
+adapter sampled with E_r in both halves of classifier-free guidance or masked in the unconditional
+half, judged by SFace and dlib against guidance scale.
 
-    IDADAPTER_PAIRED_STEPS=300 pytest benchmarks/test_bench_idadapter.py -m benchmark -k paired -s
+    IDADAPTER_PAIRED_STEPS=300 pytest benchmarks/test_bench_idadapter.py -m benchmark -k "paired or unconditional" -s
 
 Goals: <= 0.35 s per training step on an H100 (50k steps in under 5 hours) and an adapter sampling
 overhead <= 15 %. Nothing is asserted about time; the figures and whether each goal is met go to
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,40 +152,98 @@ PAIRED_STEPS = int(os.environ.get("IDADAPTER_PAIRED_STEPS", "300"))
 PAIRED_IDENTITIES = {"obama": ["obama_flag.jpg", "obama_oval.jpg", "obama_podium.jpg", "obama_senate.jpg"],
                      "macron": ["macron_2014.jpg", "macron_2025.jpg"], "ardern": ["ardern_2018.jpg", "ardern_2022.jpg"]}
 CONTROL_WEIGHT = 1e-6  # L_id is still computed and logged, but has no say in the update
+STRONG_WEIGHT = 1.0  # a second point, ten times the configured weight
+PAIRED_LEARNING_RATE = 1e-3
+FIXED_BATCHES = 16
 
 
-def paired_run(tmp_path, base, data, vae, face_identity, weight: float, steps: int):
+@dataclass
+class PairedRun:
+    pipe: object  # the base pipeline whose UNet carries the trained adapter layers
+    models: object
+    log: list[dict]
+    seconds_per_step: float
+    initial_gradients: dict
+
+
+@dataclass
+class PairedExperiment:
+    data: Path
+    face_identity: FaceIdentity
+    fixed_batches: list  # (batch, generator seed): the same for every adapter
+    runs: dict[float, PairedRun]
+
+
+def paired_run(output_dir: Path, base, data, vae, face_identity, weight: float, steps: int, fixed_batches) -> PairedRun:
     from accelerate.utils import set_seed
 
     from idadapter.base import load_base_pipeline
     from idadapter.train import train
 
-    config = TrainConfig(base=str(base), data_dir=str(data), output_dir=str(tmp_path / f"lambda-{weight:g}"),
-                         resolution=64, mff_heads=4, learning_rate=1e-3, batch_size=4, max_steps=steps,
+    config = TrainConfig(base=str(base), data_dir=str(data), output_dir=str(output_dir / f"lambda-{weight:g}"),
+                         resolution=64, mff_heads=4, learning_rate=PAIRED_LEARNING_RATE, batch_size=4, max_steps=steps,
                          checkpoint_every=10**6, log_every=1, identity_loss_weight=weight, mixed_precision="no",
                          num_workers=0, gradient_checkpointing=False, seed=3)
-    set_seed(config.seed)  # the same initial adapter in both runs
+    set_seed(config.seed)  # the same initial adapter in every run
     pipe = load_base_pipeline(base)
     pipe.vae = vae
+    pipe.set_progress_bar_config(disable=True)
     models = training_models(pipe, face_identity, config, torch.device("cpu"), torch.float32)
+    initial = gradient_norms(models, fixed_batches[:4], max(weight, STRONG_WEIGHT))
+    start = time.perf_counter()
     train(config, models)
+    seconds = (time.perf_counter() - start) / steps
     log = [json.loads(line) for line in (Path(config.output_dir) / "train_log.jsonl").read_text().splitlines()]
-    return models, log
+    return PairedRun(pipe, models, log, seconds, initial)
 
 
-def fixed_batch_identity_loss(models, dataset, batches: int = 16) -> list[float]:
-    """L_id of the trained adapter on fixed batches, noise and timesteps (the same for every adapter)."""
+def fixed_batches(dataset, count: int = FIXED_BATCHES) -> list:
+    """Batches of the training set with a generator seed each (noise, timesteps), fixed for every adapter."""
     from torch.utils.data import DataLoader
 
     from idadapter.data import StepBatchSampler
 
     loader = DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), 4, seed=10_007, start_step=0,
-                                                                total_steps=batches))
-    values = []
+                                                                total_steps=count))
+    return [(batch, 50_000 + index) for index, batch in enumerate(loader)]
+
+
+def fixed_batch_identity_loss(models, batches) -> list[float]:
+    """L_id of the trained adapter on each fixed batch."""
     with torch.no_grad():
-        for index, batch in enumerate(loader):
-            losses = training_losses(models, batch, torch.Generator().manual_seed(50_000 + index), 1.0)
-            values.append(float(losses["loss_id"]))
+        return [float(training_losses(models, batch, torch.Generator().manual_seed(seed), 1.0)["loss_id"])
+                for batch, seed in batches]
+
+
+def gradient_norms(models, batches, weight: float) -> dict[str, dict[str, float]]:
+    """Per adapter group: ‖∇L_SD‖ and ‖∇(λ·L_id)‖ (mean over the batches) and their ratio."""
+    from idadapter.parameters import parameter_groups
+
+    groups = parameter_groups(models.adapter, models.unet)
+    params = [p for group in groups.values() for p in group]
+    sums = {group: {"loss_sd": 0.0, "weighted_loss_id": 0.0} for group in groups}
+    for batch, seed in batches:
+        losses = training_losses(models, batch, torch.Generator().manual_seed(seed), weight)
+        for term, value in (("loss_sd", losses["loss_sd"]), ("weighted_loss_id", weight * losses["loss_id"])):
+            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True) if value.requires_grad \
+                else [None] * len(params)
+            by_param = dict(zip(map(id, params), grads))
+            for group, members in groups.items():
+                squares = sum(float(by_param[id(p)].pow(2).sum()) for p in members if by_param[id(p)] is not None)
+                sums[group][term] += squares ** 0.5 / len(batches)
+    return {group: {**terms, "lambda": weight, "ratio": terms["weighted_loss_id"] / terms["loss_sd"] if terms["loss_sd"] else None}
+            for group, terms in sums.items()}
+
+
+def gate_openings(unet) -> dict[str, float]:
+    """|tanh(γ)| of the gated layers' attention and dense gates (0 at the start): mean and max."""
+    from idadapter.injection import ScaledGatedSelfAttention, adapter_modules
+
+    fusers = [m for m in adapter_modules(unet).values() if isinstance(m, ScaledGatedSelfAttention)]
+    values = {}
+    for gate in ("alpha_attn", "alpha_dense"):
+        opened = [float(getattr(m, gate).detach().tanh().abs()) for m in fusers]
+        values[f"{gate}_mean"], values[f"{gate}_max"] = float(np.mean(opened)), float(np.max(opened))
     return values
 
 
@@ -191,12 +252,17 @@ def mean_and_standard_error(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
-def test_paired_identity_loss_experiment_against_a_control(tmp_path):
-    """λ·L_id against a λ ≈ 0 control, same batches, noise, timesteps and initial adapter."""
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory) -> PairedExperiment:
+    """The three trainings (configured λ, λ = 1, the λ ≈ 0 control) from one initial adapter, on
+    identical batches, noise and timesteps."""
     from idadapter.data import IdentityDataset, scan_identity_folders
     from idadapter.testing import face_crops, face_vae, tiny_pipeline
 
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    # one intra-op thread: on a shared, loaded CPU two threads made a step 4-7x slower (each op waits at
+    # a barrier for a descheduled thread), and the tiny models gain little from a second one when idle
+    torch.set_num_threads(1)
+    tmp_path = tmp_path_factory.mktemp("paired")
     faces = Path(__file__).resolve().parents[1] / "eval" / "demo" / "faces"
     face_identity = FaceIdentity.from_register("sface")
     data = tmp_path / "data"
@@ -205,27 +271,119 @@ def test_paired_identity_loss_experiment_against_a_control(tmp_path):
         for name, crop in zip(files, face_crops([faces / n for n in files], face_identity=face_identity)):
             crop.save(data / identity / name)
     vae = face_vae([Image.open(p).convert("RGB") for p in sorted(data.glob("*/*.jpg"))], steps=60)
-    tiny_pipeline(tmp_path / "base")
+    tiny = tiny_pipeline(tmp_path / "base")
+    tiny.vae = vae
+    dataset = IdentityDataset(scan_identity_folders(data, face_identity), tiny.tokenizer, tiny.feature_extractor, 64, 4)
+    batches = fixed_batches(dataset)
     weight = TrainConfig(base="-", data_dir="-", output_dir="-").identity_loss_weight
-    runs = {w: paired_run(tmp_path, tmp_path / "base", data, vae, face_identity, w, PAIRED_STEPS)
-            for w in (weight, CONTROL_WEIGHT)}
-    dataset = IdentityDataset(scan_identity_folders(data, face_identity), runs[weight][0].tokenizer,
-                              runs[weight][0].feature_extractor, 64, 4)
-    fixed = {w: fixed_batch_identity_loss(models, dataset) for w, (models, _) in runs.items()}
-    logs = {w: log for w, (_, log) in runs.items()}
-    second_half = slice(PAIRED_STEPS // 2, None)
-    trained = [a["loss_id"] - b["loss_id"] for a, b in zip(logs[weight][second_half], logs[CONTROL_WEIGHT][second_half])]
-    paired = np.subtract(fixed[weight], fixed[CONTROL_WEIGHT])
-    values = {
-        "steps": PAIRED_STEPS, "lambda": weight, "control_lambda": CONTROL_WEIGHT, "learning_rate": 1e-3,
-        "batch": 4, "resolution": 64, "identity_timesteps": list(TrainConfig.model_fields["identity_timesteps"].default),
-        "faces_per_image_in_training": {f"{w:g}": sum(e["faces"] for e in log) / sum(e["images"] for e in log)
-                                        for w, log in logs.items()},
-        "training_loss_id_difference_second_half": mean_and_standard_error(trained),
-        "fixed_batch_loss_id": {f"{w:g}": mean_and_standard_error(v) for w, v in fixed.items()},
-        "fixed_batch_loss_id_difference": mean_and_standard_error(paired),
-        "fixed_batches": "16 batches of the training set, noise and timesteps fixed, the same for both adapters",
-    }
+    runs = {w: paired_run(tmp_path, tmp_path / "base", data, vae, face_identity, w, PAIRED_STEPS, batches)
+            for w in (weight, STRONG_WEIGHT, CONTROL_WEIGHT)}
+    return PairedExperiment(data, face_identity, batches, runs)
+
+
+def test_paired_identity_loss_experiment_against_a_control(paired):
+    """λ·L_id against a λ ≈ 0 control, same batches, noise, timesteps and initial adapter."""
+    write_result("idadapter_paired_identity_loss_cpu.json", paired_results(paired))
+
+
+def write_result(name: str, values: dict) -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "idadapter_paired_identity_loss_cpu.json").write_text(json.dumps(values, indent=2) + "\n")
-    print(f"\npaired identity-loss experiment: {json.dumps(values)}")
+    (RESULTS_DIR / name).write_text(json.dumps(values, indent=2) + "\n")
+    print(f"\n{name}: {json.dumps(values)}")
+
+
+def paired_results(paired: PairedExperiment) -> dict:
+    runs = paired.runs
+    fixed = {w: fixed_batch_identity_loss(run.models, paired.fixed_batches) for w, run in runs.items()}
+    steps = min(len(run.log) for run in runs.values())  # log_every = 1: one line per step
+    second_half = slice(steps // 2, steps)
+
+    def against_control(weight: float) -> dict:
+        trained = [a["loss_id"] - b["loss_id"] for a, b in zip(runs[weight].log[second_half], runs[CONTROL_WEIGHT].log[second_half])]
+        return {"training_loss_id_difference_second_half": mean_and_standard_error(trained),
+                "fixed_batch_loss_id_difference": mean_and_standard_error(np.subtract(fixed[weight], fixed[CONTROL_WEIGHT]))}
+
+    return {
+        "steps": steps, "lambda": min(w for w in runs if w != CONTROL_WEIGHT), "strong_lambda": STRONG_WEIGHT,
+        "control_lambda": CONTROL_WEIGHT, "learning_rate": PAIRED_LEARNING_RATE, "batch": 4, "resolution": 64,
+        "identity_timesteps": list(TrainConfig.model_fields["identity_timesteps"].default),
+        "seconds_per_training_step": {f"{w:g}": round(run.seconds_per_step, 3) for w, run in runs.items()},
+        "faces_per_image_in_training": {f"{w:g}": sum(e["faces"] for e in run.log) / sum(e["images"] for e in run.log)
+                                        for w, run in runs.items()},
+        "logged_loss_id_second_half": {f"{w:g}": mean_and_standard_error([e["loss_id"] for e in run.log[second_half]])
+                                       for w, run in runs.items()},
+        "against_control": {f"{w:g}": against_control(w) for w in runs if w != CONTROL_WEIGHT},
+        "fixed_batch_loss_id": {f"{w:g}": mean_and_standard_error(v) for w, v in fixed.items()},
+        "fixed_batches": f"{FIXED_BATCHES} batches of the training set, noise and timesteps fixed, the same for every adapter",
+        "gate_openings_after_training": {f"{w:g}": gate_openings(run.models.unet) for w, run in runs.items()},
+        "gradient_norms_at_start": runs[CONTROL_WEIGHT].initial_gradients,
+        "gradient_norms_after_training": {f"{w:g}": gradient_norms(run.models, paired.fixed_batches[:4], w)
+                                          for w, run in runs.items() if w != CONTROL_WEIGHT},
+    }
+
+
+GUIDANCE_SCALES = (1.0, 3.0, 5.0, 7.5)
+GUIDANCE_SEEDS = range(6)
+SAMPLING_STEPS = 20
+ANALYSIS_UPSCALE = 4  # 64 px outputs hold faces under the face core's 40 px minimum: judged at 256 px
+
+
+def test_identity_of_outputs_against_guidance_with_and_without_identity_in_the_unconditional_half(paired):
+    """SFace and dlib similarity of 64 px outputs to their reference, per guidance scale, with E_r in
+    both halves of classifier-free guidance or masked in the unconditional half (GLIGEN's choice)."""
+    write_result("idadapter_unconditional_branch_cpu.json", unconditional_branch_results(paired))
+
+
+def unconditional_branch_results(paired: PairedExperiment) -> dict:
+    from tqdm import tqdm
+
+    from eval.faces import FaceAnalyzer
+
+    run = paired.runs[STRONG_WEIGHT]
+    run.models.unet.eval()
+    pipeline = IDAdapterPipeline(run.pipe, run.models.adapter, paired.face_identity)
+    analyzer = FaceAnalyzer(("sface", "dlib"), with_pose=False, with_expression=False)
+    recognizers = analyzer.recognizer_ids
+
+    def embeddings(images) -> list[dict | None]:
+        large = [np.asarray(image.resize((image.width * ANALYSIS_UPSCALE, image.height * ANALYSIS_UPSCALE),
+                                         Image.Resampling.BICUBIC)) for image in images]
+        return [result.faces[0].embeddings if result.faces else None for result in analyzer.analyze(large)]
+
+    def cell(in_unconditional: bool, guidance: float) -> dict:
+        similarities = {name: {"own": [], "others": []} for name in recognizers}
+        found_faces = []
+        for identity, photo in photos.items():
+            images = pipeline(photo, "a photo of a person", class_noun="person", guidance_scale=guidance,
+                              identity_in_unconditional=in_unconditional, num_images_per_prompt=len(GUIDANCE_SEEDS),
+                              num_inference_steps=SAMPLING_STEPS, height=64, width=64,
+                              generator=[torch.Generator().manual_seed(s) for s in GUIDANCE_SEEDS]).images
+            found_faces += [(identity, found) for found in embeddings(images)]
+            progress.update(1)
+        for identity, found in found_faces:
+            for name in recognizers if found is not None else ():
+                cosine = {other: float(np.dot(found[name], references[other][name])) for other in photos}
+                similarities[name]["own"].append(cosine[identity])
+                similarities[name]["others"].append(np.mean([c for o, c in cosine.items() if o != identity]))
+        summary = lambda v: mean_and_standard_error(v) if len(v) > 1 else None
+        detected = sum(found is not None for _, found in found_faces)
+        return {"identity_in_unconditional": in_unconditional, "guidance_scale": guidance,
+                "detection_rate": detected / len(found_faces), "detected": detected, "images": len(found_faces),
+                **{name: {"own_reference": summary(v["own"]), "other_references": summary(v["others"]),
+                          "margin": summary(np.subtract(v["own"], v["others"]))} for name, v in similarities.items()}}
+
+    photos = {identity: Image.open(paired.data / identity / files[0]).convert("RGB")
+              for identity, files in PAIRED_IDENTITIES.items()}
+    references = dict(zip(photos, embeddings(photos.values())))
+    guided = [g for g in GUIDANCE_SCALES if g > 1]
+    progress = tqdm(total=len(photos) * (len(GUIDANCE_SCALES) - len(guided) + 2 * len(guided)), desc="sampling", unit="call")
+    unguided = [cell(True, g) for g in GUIDANCE_SCALES if g <= 1]  # no unconditional half: one cell serves both
+    cells = [*unguided, *(cell(choice, g) for choice in (True, False) for g in guided)]
+    progress.close()
+    return {
+        "adapter": f"trained {len(run.log)} steps at λ = {STRONG_WEIGHT:g} (the paired experiment's run)",
+        "resolution": 64, "sampling_steps": SAMPLING_STEPS, "seeds": len(GUIDANCE_SEEDS), "references": list(photos),
+        "analysis": f"eval.faces.FaceAnalyzer (YuNet, SFace, dlib), outputs and references upscaled x{ANALYSIS_UPSCALE} (bicubic)",
+        "margin": "cosine to the output's own reference minus the mean cosine to the other identities' references",
+        "cells": cells,
+    }

@@ -19,9 +19,19 @@ from __future__ import annotations
 import copy
 
 import torch
+from typing import NamedTuple
+
 from diffusers.models.attention import BasicTransformerBlock, GatedSelfAttentionDense
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
+
+
+class MaskedObjects(NamedTuple):
+    """E_r with a per-sample mask: the gated layers of samples where `present` is False leave them as
+    they are (y := y), as GLIGEN's pipeline masks grounding in the unconditional half of guidance."""
+
+    tokens: torch.Tensor  # (B, T, D)
+    present: torch.Tensor  # (B,) bool
 
 
 class ScaledGatedSelfAttention(GatedSelfAttentionDense):
@@ -35,13 +45,17 @@ class ScaledGatedSelfAttention(GatedSelfAttentionDense):
         super().__init__(query_dim, context_dim, n_heads, d_head)
         self.scale = 1.0
 
-    def forward(self, x: torch.Tensor, objs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, objs: torch.Tensor | MaskedObjects) -> torch.Tensor:
         if not self.enabled or self.scale == 0:
             return x
+        scale = self.scale
+        if isinstance(objs, MaskedObjects):
+            scale = self.scale * objs.present.to(x.dtype).view(-1, 1, 1)
+            objs = objs.tokens
         n_visual = x.shape[1]
         objs = self.linear(objs)
-        x = x + self.scale * self.alpha_attn.tanh() * self.attn(self.norm1(torch.cat([x, objs], dim=1)))[:, :n_visual, :]
-        return x + self.scale * self.alpha_dense.tanh() * self.ff(self.norm2(x))
+        x = x + scale * self.alpha_attn.tanh() * self.attn(self.norm1(torch.cat([x, objs], dim=1)))[:, :n_visual, :]
+        return x + scale * self.alpha_dense.tanh() * self.ff(self.norm2(x))
 
 
 class _WithProjections:
@@ -85,10 +99,11 @@ class IDAdapterAttnProcessor(nn.Module):
 
 
 class ObjectsPassThrough(nn.Module):
-    """Stands where GLIGEN's position net stands: the UNet hands it the "gligen" kwargs."""
+    """Stands where GLIGEN's position net stands: the UNet hands it the "gligen" kwargs, and its output
+    to every gated layer. `masks` (B,) bool, optional: which samples see E_r (see `MaskedObjects`)."""
 
-    def forward(self, objs: torch.Tensor) -> torch.Tensor:
-        return objs
+    def forward(self, objs: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor | MaskedObjects:
+        return objs if masks is None else MaskedObjects(objs, masks)
 
 
 def attach_identity_layers(unet: nn.Module) -> None:

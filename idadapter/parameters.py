@@ -1,7 +1,5 @@
-"""Which parameters the adapter trains, counted by group."""
+"""Which parameters the adapter trains, by group."""
 from __future__ import annotations
-
-from collections import Counter
 
 from torch import nn
 
@@ -13,13 +11,19 @@ def trainable_parameters(adapter: nn.Module, unet: nn.Module) -> list[nn.Paramet
     return [*adapter.parameters(), *(p for m in adapter_modules(unet).values() for p in m.parameters())]
 
 
-def parameter_counts(adapter: nn.Module, unet: nn.Module) -> dict[str, int]:
-    """Trainable parameters per group: mff, token_mlp, gated self-attention, cross-attention K/V, total."""
-    counts: Counter[str] = Counter()
+def parameter_groups(adapter: nn.Module, unet: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters per group: mff, token_mlp, gated self-attention, cross-attention K/V."""
+    groups: dict[str, list[nn.Parameter]] = {}
     for name, child in adapter.named_children():
-        counts[name] += sum(p.numel() for p in child.parameters())
+        groups.setdefault(name, []).extend(child.parameters())
     for module in adapter_modules(unet).values():
         group = "gated_self_attention" if isinstance(module, ScaledGatedSelfAttention) else "cross_attention_kv"
-        counts[group] += sum(p.numel() for p in module.parameters())
+        groups.setdefault(group, []).extend(module.parameters())
+    return groups
+
+
+def parameter_counts(adapter: nn.Module, unet: nn.Module) -> dict[str, int]:
+    """Trainable parameters per group (`parameter_groups`) and the total."""
+    counts = {group: sum(p.numel() for p in params) for group, params in parameter_groups(adapter, unet).items()}
     counts["total"] = sum(counts.values())
-    return dict(counts)
+    return counts

@@ -29,6 +29,10 @@ from .references import duplicated_references, face_crop
 from .weights import load_adapter
 
 
+# whether the unconditional half of classifier-free guidance sees E_r (docs/idadapter.md, "Unconditional branch")
+IDENTITY_IN_UNCONDITIONAL = True
+
+
 class NoFaceInReference(ValueError):
     pass
 
@@ -79,8 +83,14 @@ class IDAdapterPipeline:
     @torch.no_grad()
     def __call__(self, photo: Image.Image, prompt: str, class_noun: str = "person", adapter_scale: float = 1.0,
                  negative_prompt: str | None = None, num_images_per_prompt: int = 1, num_inference_steps: int = 50,
-                 guidance_scale: float = 7.5, generator: torch.Generator | None = None, **kwargs):
-        """Images of the person in `photo`; extra keyword arguments go to the Stable Diffusion pipeline."""
+                 guidance_scale: float = 7.5, generator: torch.Generator | None = None,
+                 identity_in_unconditional: bool = IDENTITY_IN_UNCONDITIONAL, **kwargs):
+        """Images of the person in `photo`; extra keyword arguments go to the Stable Diffusion pipeline.
+
+        With classifier-free guidance, `identity_in_unconditional` decides whether the unconditional
+        half also sees E_r (True), or whether its gated layers are masked as GLIGEN's pipeline masks
+        grounding (False), which makes the identity a guidance direction too (docs/idadapter.md).
+        """
         reinstall_adapter_processors(self.pipe.unet, self.kv_processors)
         set_adapter_scale(self.pipe.unet, adapter_scale)
         common = dict(num_images_per_prompt=num_images_per_prompt, num_inference_steps=num_inference_steps,
@@ -97,7 +107,9 @@ class IDAdapterPipeline:
         if adapter_scale != 1:  # β → 0 approaches the plain prompt's conditioning, continuously
             plain_embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
             prompt_embeds = torch.lerp(plain_embeds, prompt_embeds, adapter_scale)
-        # the unconditional half of a guided batch sees E_r too: the identity is not a guidance direction
         objs = conditioning.visual.repeat(num_images_per_prompt * (2 if guided else 1), 1, 1)
+        gligen = {"objs": objs}
+        if guided and not identity_in_unconditional:  # diffusers puts the unconditional half first
+            gligen["masks"] = torch.arange(len(objs), device=objs.device) >= num_images_per_prompt
         return self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
-                         cross_attention_kwargs={"gligen": {"objs": objs}}, **common)
+                         cross_attention_kwargs={"gligen": gligen}, **common)

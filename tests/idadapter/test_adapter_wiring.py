@@ -71,6 +71,28 @@ def test_scale_zero_is_the_base_and_the_scale_moves_the_output_continuously():
         set_adapter_scale(unet, -1)
 
 
+def test_masked_samples_see_no_identity_in_the_gated_layers_and_the_others_are_unchanged():
+    """GLIGEN-style masking (the unconditional half of guidance): a masked sample's gated layers leave it
+    as it is, exactly; an unmasked sample gets what it gets without a mask."""
+    unet = tiny_unet().eval()
+    latents, steps, text, objs = unet_inputs(unet)
+    attach_identity_layers(unet)
+    with torch.no_grad():
+        for module in adapter_modules(unet).values():
+            for parameter in module.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        run = lambda gligen: unet(latents, steps, text, cross_attention_kwargs={"gligen": gligen}).sample
+        unmasked = run({"objs": objs})
+        masked = run({"objs": objs, "masks": torch.tensor([False, True])})
+        fusers = [m for m in adapter_modules(unet).values() if isinstance(m, ScaledGatedSelfAttention)]
+        for fuser in fusers:
+            fuser.enabled = False
+        without_gated_layers = run({"objs": objs})
+    assert torch.equal(masked[0], without_gated_layers[0])
+    assert torch.equal(masked[1], unmasked[1])
+    assert (unmasked[0] - without_gated_layers[0]).abs().max() > 1e-4  # the gated layers do act on sample 0
+
+
 def test_only_adapter_parameters_are_trainable_and_receive_gradients():
     unet = tiny_unet().requires_grad_(False)
     attach_identity_layers(unet)

@@ -82,6 +82,20 @@ def test_several_images_per_prompt_without_guidance(pipe, face_identity, demo_ph
 
 
 @pytest.mark.slow
+def test_identity_in_the_unconditional_half_is_a_switch_of_guided_sampling_only(pipe, face_identity, demo_photo):
+    adapter = random_adapter(pipe, gate=0.5)
+    perturb(pipe, adapter)
+    pipeline = IDAdapterPipeline(pipe, adapter, face_identity)
+    photo = demo_photo("ardern_2018.jpg")
+    both, masked = (generate(pipeline, photo, 1.0, guidance_scale=3.0, num_images_per_prompt=2,
+                             identity_in_unconditional=choice) for choice in (True, False))
+    assert np.abs(both - masked).max() > 1e-3
+    unguided = [generate(pipeline, photo, 1.0, guidance_scale=1.0, identity_in_unconditional=choice)
+                for choice in (True, False)]
+    assert np.array_equal(*unguided)  # without guidance there is no unconditional half
+
+
+@pytest.mark.slow
 def test_a_reference_photo_without_a_face_is_refused(pipe, face_identity):
     from PIL import Image
 
