@@ -20,6 +20,13 @@ def generate(pipeline, photo, scale, seed=3, **kwargs):
                     generator=torch.Generator().manual_seed(seed), **STEPS, **kwargs).images
 
 
+def perturbed_pipeline(pipe, face_identity):
+    """A pipeline whose adapter has open gates and trained K/V that differ from the base's."""
+    adapter = random_adapter(pipe, gate=0.5)
+    perturb(pipe, adapter)
+    return IDAdapterPipeline(pipe, adapter, face_identity), adapter
+
+
 @pytest.mark.slow
 def test_scale_zero_gives_the_plain_pipelines_images_and_the_adapter_changes_them(tiny_base, pipe, face_identity, demo_photo):
     plain_pipe = StableDiffusionPipeline.from_pretrained(tiny_base, local_files_only=True)
@@ -37,9 +44,7 @@ def test_scale_zero_gives_the_plain_pipelines_images_and_the_adapter_changes_the
 
 @pytest.mark.slow
 def test_the_adapter_scale_is_continuous_at_zero(pipe, face_identity, demo_photo):
-    adapter = random_adapter(pipe, gate=0.5)
-    perturb(pipe, adapter)
-    pipeline = IDAdapterPipeline(pipe, adapter, face_identity)
+    pipeline, _ = perturbed_pipeline(pipe, face_identity)
     photo = demo_photo("ardern_2018.jpg")
     at_zero, near_zero, full = (generate(pipeline, photo, scale) for scale in (0.0, 1e-6, 1.0))
     assert np.abs(near_zero - at_zero).max() < 1e-4  # it was 0.067: β = 0 dropped the identity phrase and E_c
@@ -52,9 +57,7 @@ def test_attention_processors_set_later_run_inside_the_adapters(pipe, face_ident
 
     from idadapter.injection import AdapterLayersDropped, IDAdapterAttnProcessor, set_adapter_scale
 
-    adapter = random_adapter(pipe, gate=0.5)
-    perturb(pipe, adapter)  # trained K/V that differ from the base's
-    pipeline = IDAdapterPipeline(pipe, adapter, face_identity)
+    pipeline, adapter = perturbed_pipeline(pipe, face_identity)
     photo = demo_photo("ardern_2018.jpg")
     reference = generate(pipeline, photo, 1.0)
     kv_processors = lambda: [p for p in pipe.unet.attn_processors.values() if isinstance(p, IDAdapterAttnProcessor)]
@@ -83,9 +86,7 @@ def test_several_images_per_prompt_without_guidance(pipe, face_identity, demo_ph
 
 @pytest.mark.slow
 def test_identity_in_the_unconditional_half_is_a_switch_of_guided_sampling_only(pipe, face_identity, demo_photo):
-    adapter = random_adapter(pipe, gate=0.5)
-    perturb(pipe, adapter)
-    pipeline = IDAdapterPipeline(pipe, adapter, face_identity)
+    pipeline, _ = perturbed_pipeline(pipe, face_identity)
     photo = demo_photo("ardern_2018.jpg")
     both, masked = (generate(pipeline, photo, 1.0, guidance_scale=3.0, num_images_per_prompt=2,
                              identity_in_unconditional=choice) for choice in (True, False))
