@@ -17,6 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from eval.faces.cpus import cpu_budget
 from eval.faces.crops import levelled_crop, to_image
 from eval.models import verified_model_path
 
@@ -54,6 +55,8 @@ class YuNetDetector:
     model_id = "yunet"
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, model_file=None):
+        if cpu_budget() < cv2.getNumThreads():  # OpenCV's pool is process-wide; only ever narrowed here
+            cv2.setNumThreads(cpu_budget())
         self._detector = cv2.FaceDetectorYN.create(
             str(verified_model_path(self.model_id, model_file)), "", (320, 320), score_threshold, nms_threshold, 5000
         )

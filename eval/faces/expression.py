@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from eval.faces.cpus import cpu_budget
 from eval.faces.types import EXPRESSION_LABELS, Expression, Face
 from eval.models import verified_model_path
 
@@ -34,7 +35,8 @@ class ExpressionClassifier:
     def __init__(self, model_file=None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(verified_model_path(self.model_id, model_file)), num_threads=2)
+        self._interpreter = Interpreter(model_path=str(verified_model_path(self.model_id, model_file)),
+                                        num_threads=min(2, cpu_budget()))
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = 0

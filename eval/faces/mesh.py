@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eval.faces.cpus import cpu_budget
 from eval.faces.crops import levelled_crop, to_image
 from eval.faces.detector import unmirror
 from eval.faces.pose import estimate_pose, mirror_average
@@ -68,7 +69,8 @@ class FaceMesh:
     def __init__(self, model_file=None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(verified_model_path(self.model_id, model_file)), num_threads=2)
+        self._interpreter = Interpreter(model_path=str(verified_model_path(self.model_id, model_file)),
+                                        num_threads=min(2, cpu_budget()))
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = 0

@@ -8,12 +8,12 @@ Similarity is always "higher is more alike", with a documented same-person thres
 """
 from __future__ import annotations
 
-import os
 from functools import cached_property
 
 import numpy as np
 
 from eval.faces.align import align_face
+from eval.faces.cpus import cpu_budget
 from eval.faces.dlib_onnx import CHIP_SIZE, DLIB_ONNX_VERSION, onnx_graph, read_dlib_resnet
 from eval.faces.types import Face
 from eval.models import model_path, verified_model_path
@@ -34,12 +34,12 @@ def dlib_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 def onnx_session(onnx_model, threads: int | None = None):
     """An onnxruntime CPU (or CUDA, with onnxruntime-gpu) session, quiet about graph warnings;
-    `threads` intra-op threads (default: up to 4; 0: onnxruntime's own default, one per core)."""
+    `threads` intra-op threads (default: up to 4 of this process's CPUs; 0: onnxruntime's own default, one per core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.intra_op_num_threads = min(4, os.cpu_count() or 1) if threads is None else threads
+    options.intra_op_num_threads = min(4, cpu_budget()) if threads is None else threads
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     return ort.InferenceSession(onnx_model, options, providers=providers)
 
