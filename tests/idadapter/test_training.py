@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from idadapter.data import IdentityDataset, StepBatchSampler, scan_identity_folders
 from idadapter.injection import adapter_modules
+from idadapter.parameters import trainable_parameters
 from idadapter.base import load_base_pipeline
 from idadapter.testing import face_crops, face_vae
 from idadapter.train import main, train
@@ -25,6 +26,7 @@ from idadapter.training import (
 )
 from idadapter.weights import WEIGHTS_NAME, adapter_state_dict
 
+SANITY_STEPS = 20
 IDENTITIES = {
     "obama": ("man", ["obama_flag.jpg", "obama_oval.jpg", "obama_podium.jpg", "obama_senate.jpg"]),
     "macron": ("man", ["macron_2014.jpg", "macron_2025.jpg"]),
@@ -225,23 +227,58 @@ def face_set(tmp_path_factory, faces_dir, face_identity):
     return root, face_vae(crops)
 
 
-@pytest.mark.slow
-def test_faces_in_the_one_step_estimate_give_an_identity_loss_that_trains_the_adapter(
-        tmp_path, tiny_base, face_set, face_identity):
+def face_models_and_batch(tiny_base, face_set, face_identity, config: TrainConfig):
+    """The tiny base with the face VAE, a fresh adapter (seeded by `config.seed`) and one batch of the face set."""
     root, vae = face_set
-    config = tiny_config(tiny_base, root, tmp_path / "run", resolution=64, batch_size=4, max_steps=4, log_every=2,
-                         checkpoint_every=100, learning_rate=1e-3, identity_loss_weight=1.0,
-                         identity_timesteps=(0, 200))
+    set_seed(config.seed)
     pipe = load_base_pipeline(tiny_base)
     pipe.vae = vae
     models = training_models(pipe, face_identity, config, torch.device("cpu"), torch.float32)
     dataset = IdentityDataset(scan_identity_folders(root, face_identity), models.tokenizer, models.feature_extractor,
-                              64, 4)
-    batch = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), 4, 0, 0, 1))))
-    for seed in range(20):  # noise and timesteps: the first draw with a face in x̂0 (seed 0 has none in range)
-        losses = training_losses(models, batch, torch.Generator().manual_seed(seed), 1.0, identity_timesteps=(0, 200))
-        if losses["faces"] > 0:
-            break
+                              config.resolution, config.num_references)
+    batch_sampler = StepBatchSampler(len(dataset), config.batch_size, 0, 0, 1)
+    return models, next(iter(DataLoader(dataset, batch_sampler=batch_sampler)))
+
+
+def first_seed_with_faces(models, batch, faces: int, **loss_options) -> int:
+    """The first generator seed (noise, timesteps) whose x̂0 holds at least `faces` faces where L_id applies."""
+    with torch.no_grad():
+        return next(seed for seed in range(50) if training_losses(
+            models, batch, torch.Generator().manual_seed(seed), 1.0, **loss_options)["faces"] >= faces)
+
+
+def test_the_identity_loss_alone_fits_one_fixed_batch(tiny_base, face_set, face_identity):
+    """The gradient path's sanity check: Adam on the trainer's own L_id alone, on one fixed batch (targets,
+    references, noise and timesteps in [0, 500)), must lower it by a large fraction. A gradient that is
+    cut, detached or of the wrong sign leaves it where it is (or raises it)."""
+    config = tiny_config(tiny_base, face_set[0], "-", resolution=64, batch_size=2, seed=3)
+    models, batch = face_models_and_batch(tiny_base, face_set, face_identity, config)
+    seed = first_seed_with_faces(models, batch, config.batch_size)  # every sample's x̂0 holds a face
+    optimizer = torch.optim.Adam(trainable_parameters(models.adapter, models.unet), lr=1e-2)
+    trajectory = []
+    for _ in range(SANITY_STEPS):
+        losses = training_losses(models, batch, torch.Generator().manual_seed(seed), 1.0)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss_id"].backward()
+        optimizer.step()
+        trajectory.append(float(losses["loss_id"].detach()))
+    with torch.no_grad():
+        final = training_losses(models, batch, torch.Generator().manual_seed(seed), 1.0)
+    assert final["faces"] == config.batch_size
+    assert float(final["loss_id"]) < 0.6 * trajectory[0], trajectory + [float(final["loss_id"])]
+
+
+@pytest.mark.slow
+def test_faces_in_the_one_step_estimate_give_an_identity_loss_that_trains_the_adapter(
+        tmp_path, tiny_base, face_set, face_identity):
+    root, _ = face_set
+    config = tiny_config(tiny_base, root, tmp_path / "run", resolution=64, batch_size=4, max_steps=4, log_every=2,
+                         checkpoint_every=100, learning_rate=1e-3, identity_loss_weight=1.0,
+                         identity_timesteps=(0, 200))
+    models, batch = face_models_and_batch(tiny_base, face_set, face_identity, config)
+    # noise and timesteps: the first draw with a face in x̂0 (seed 0 has none in range)
+    seed = first_seed_with_faces(models, batch, 1, identity_timesteps=(0, 200))
+    losses = training_losses(models, batch, torch.Generator().manual_seed(seed), 1.0, identity_timesteps=(0, 200))
     assert losses["faces"] > 0 and losses["loss_id"] > 0
     torch.testing.assert_close(losses["loss"], losses["loss_sd"] + losses["loss_id"])
     losses["loss_id"].backward()  # L_id alone reaches the adapter, through the frozen decoder
