@@ -174,7 +174,7 @@ class PairedExperiment:
     runs: dict[float, PairedRun]
 
 
-def paired_run(output_dir: Path, base, data, vae, face_identity, weight: float, steps: int, fixed_batches) -> PairedRun:
+def paired_run(output_dir: Path, base, data, face_identity, weight: float, steps: int, fixed_batches) -> PairedRun:
     from accelerate.utils import set_seed
 
     from idadapter.base import load_base_pipeline
@@ -186,7 +186,6 @@ def paired_run(output_dir: Path, base, data, vae, face_identity, weight: float, 
                          num_workers=0, gradient_checkpointing=False, seed=3)
     set_seed(config.seed)  # the same initial adapter in every run
     pipe = load_base_pipeline(base)
-    pipe.vae = vae
     pipe.set_progress_bar_config(disable=True)
     models = training_models(pipe, face_identity, config, torch.device("cpu"), torch.float32)
     initial = gradient_norms(models, fixed_batches[:4], max(weight, STRONG_WEIGHT))
@@ -252,33 +251,47 @@ def mean_and_standard_error(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
+@dataclass
+class FaceTestBed:
+    data: Path  # 64 px face crops, one folder per identity
+    base: Path  # the tiny face base (idadapter.testing.cached_face_base): its samples are faces
+    face_identity: FaceIdentity
+    fixed_batches: list  # (batch, generator seed): the same for every adapter
+
+
 @pytest.fixture(scope="module")
-def paired(tmp_path_factory) -> PairedExperiment:
-    """The three trainings (configured λ, λ = 1, the λ ≈ 0 control) from one initial adapter, on
-    identical batches, noise and timesteps."""
+def face_test_bed(tmp_path_factory) -> FaceTestBed:
+    from idadapter.base import load_base_pipeline
     from idadapter.data import IdentityDataset, scan_identity_folders
-    from idadapter.testing import face_crops, face_vae, tiny_pipeline
+    from idadapter.testing import cached_face_base, face_crops
 
     # one intra-op thread: on a shared, loaded CPU two threads made a step 4-7x slower (each op waits at
     # a barrier for a descheduled thread), and the tiny models gain little from a second one when idle
     torch.set_num_threads(1)
-    tmp_path = tmp_path_factory.mktemp("paired")
     faces = Path(__file__).resolve().parents[1] / "eval" / "demo" / "faces"
     face_identity = FaceIdentity.from_register("sface")
-    data = tmp_path / "data"
+    data = tmp_path_factory.mktemp("paired") / "data"
+    crops = []
     for identity, files in PAIRED_IDENTITIES.items():
         (data / identity).mkdir(parents=True)
-        for name, crop in zip(files, face_crops([faces / n for n in files], face_identity=face_identity)):
+        crops += face_crops([faces / n for n in files], face_identity=face_identity)
+        for name, crop in zip(files, crops[-len(files):]):
             crop.save(data / identity / name)
-    vae = face_vae([Image.open(p).convert("RGB") for p in sorted(data.glob("*/*.jpg"))], steps=60)
-    tiny = tiny_pipeline(tmp_path / "base")
-    tiny.vae = vae
+    base = cached_face_base(crops)
+    tiny = load_base_pipeline(base)
     dataset = IdentityDataset(scan_identity_folders(data, face_identity), tiny.tokenizer, tiny.feature_extractor, 64, 4)
-    batches = fixed_batches(dataset)
+    return FaceTestBed(data, base, face_identity, fixed_batches(dataset))
+
+
+@pytest.fixture(scope="module")
+def paired(face_test_bed) -> PairedExperiment:
+    """The three trainings (configured λ, λ = 1, the λ ≈ 0 control) from one initial adapter, on
+    identical batches, noise and timesteps."""
+    bed = face_test_bed
     weight = TrainConfig(base="-", data_dir="-", output_dir="-").identity_loss_weight
-    runs = {w: paired_run(tmp_path, tmp_path / "base", data, vae, face_identity, w, PAIRED_STEPS, batches)
+    runs = {w: paired_run(bed.data.parent, bed.base, bed.data, bed.face_identity, w, PAIRED_STEPS, bed.fixed_batches)
             for w in (weight, STRONG_WEIGHT, CONTROL_WEIGHT)}
-    return PairedExperiment(data, face_identity, batches, runs)
+    return PairedExperiment(bed.data, bed.face_identity, bed.fixed_batches, runs)
 
 
 def test_paired_identity_loss_experiment_against_a_control(paired):
@@ -325,37 +338,49 @@ def paired_results(paired: PairedExperiment) -> dict:
 GUIDANCE_SCALES = (1.0, 3.0, 5.0, 7.5)
 GUIDANCE_SEEDS = range(6)
 SAMPLING_STEPS = 20
+PLAIN_GUIDANCE = 3.0
 ANALYSIS_UPSCALE = 4  # 64 px outputs hold faces under the face core's 40 px minimum: judged at 256 px
 
 
-def test_identity_of_outputs_against_guidance_with_and_without_identity_in_the_unconditional_half(paired):
+UNCONDITIONAL_STEPS = int(os.environ.get("IDADAPTER_UNCONDITIONAL_STEPS", "100"))
+
+
+@pytest.fixture(scope="module")
+def strong_run(face_test_bed) -> PairedRun:
+    """An adapter trained at λ = 1 on the face base, on the paired experiment's data and settings."""
+    bed = face_test_bed
+    return paired_run(bed.data.parent / "unconditional", bed.base, bed.data, bed.face_identity, STRONG_WEIGHT,
+                      UNCONDITIONAL_STEPS, bed.fixed_batches)
+
+
+def test_identity_of_outputs_against_guidance_with_and_without_identity_in_the_unconditional_half(face_test_bed, strong_run):
     """SFace and dlib similarity of 64 px outputs to their reference, per guidance scale, with E_r in
     both halves of classifier-free guidance or masked in the unconditional half (GLIGEN's choice)."""
-    write_result("idadapter_unconditional_branch_cpu.json", unconditional_branch_results(paired))
+    write_result("idadapter_unconditional_branch_cpu.json", unconditional_branch_results(face_test_bed, strong_run))
 
 
-def unconditional_branch_results(paired: PairedExperiment) -> dict:
+def unconditional_branch_results(bed: FaceTestBed, run: PairedRun) -> dict:
     from tqdm import tqdm
 
     from eval.faces import FaceAnalyzer
 
-    run = paired.runs[STRONG_WEIGHT]
     run.models.unet.eval()
-    pipeline = IDAdapterPipeline(run.pipe, run.models.adapter, paired.face_identity)
+    pipeline = IDAdapterPipeline(run.pipe, run.models.adapter, bed.face_identity)
     analyzer = FaceAnalyzer(("sface", "dlib"), with_pose=False, with_expression=False)
     recognizers = analyzer.recognizer_ids
 
     def embeddings(images) -> list[dict | None]:
         large = [np.asarray(image.resize((image.width * ANALYSIS_UPSCALE, image.height * ANALYSIS_UPSCALE),
                                          Image.Resampling.BICUBIC)) for image in images]
-        return [result.faces[0].embeddings if result.faces else None for result in analyzer.analyze(large)]
+        return [{name: vector / np.linalg.norm(vector) for name, vector in result.faces[0].embeddings.items()}
+                if result.faces else None for result in analyzer.analyze(large)]  # unit length: dot = cosine
 
-    def cell(in_unconditional: bool, guidance: float) -> dict:
+    def cell(in_unconditional: bool, guidance: float, adapter_scale: float = 1.0) -> dict:
         similarities = {name: {"own": [], "others": []} for name in recognizers}
         found_faces = []
         for identity, photo in photos.items():
             images = pipeline(photo, "a photo of a person", class_noun="person", guidance_scale=guidance,
-                              identity_in_unconditional=in_unconditional, num_images_per_prompt=len(GUIDANCE_SEEDS),
+                              identity_in_unconditional=in_unconditional, adapter_scale=adapter_scale, num_images_per_prompt=len(GUIDANCE_SEEDS),
                               num_inference_steps=SAMPLING_STEPS, height=64, width=64,
                               generator=[torch.Generator().manual_seed(s) for s in GUIDANCE_SEEDS]).images
             found_faces += [(identity, found) for found in embeddings(images)]
@@ -367,21 +392,23 @@ def unconditional_branch_results(paired: PairedExperiment) -> dict:
                 similarities[name]["others"].append(np.mean([c for o, c in cosine.items() if o != identity]))
         summary = lambda v: mean_and_standard_error(v) if len(v) > 1 else None
         detected = sum(found is not None for _, found in found_faces)
-        return {"identity_in_unconditional": in_unconditional, "guidance_scale": guidance,
+        return {"identity_in_unconditional": in_unconditional, "guidance_scale": guidance, "adapter_scale": adapter_scale,
                 "detection_rate": detected / len(found_faces), "detected": detected, "images": len(found_faces),
                 **{name: {"own_reference": summary(v["own"]), "other_references": summary(v["others"]),
                           "margin": summary(np.subtract(v["own"], v["others"]))} for name, v in similarities.items()}}
 
-    photos = {identity: Image.open(paired.data / identity / files[0]).convert("RGB")
+    photos = {identity: Image.open(bed.data / identity / files[0]).convert("RGB")
               for identity, files in PAIRED_IDENTITIES.items()}
     references = dict(zip(photos, embeddings(photos.values())))
     guided = [g for g in GUIDANCE_SCALES if g > 1]
-    progress = tqdm(total=len(photos) * (len(GUIDANCE_SCALES) - len(guided) + 2 * len(guided)), desc="sampling", unit="call")
+    progress = tqdm(total=len(photos) * (1 + len(GUIDANCE_SCALES) - len(guided) + 2 * len(guided)), desc="sampling", unit="call")
+    plain = cell(True, PLAIN_GUIDANCE, adapter_scale=0.0)  # β = 0: the base alone, the identity baseline
     unguided = [cell(True, g) for g in GUIDANCE_SCALES if g <= 1]  # no unconditional half: one cell serves both
-    cells = [*unguided, *(cell(choice, g) for choice in (True, False) for g in guided)]
+    cells = [plain, *unguided, *(cell(choice, g) for choice in (True, False) for g in guided)]
     progress.close()
     return {
-        "adapter": f"trained {len(run.log)} steps at λ = {STRONG_WEIGHT:g} (the paired experiment's run)",
+        "base": f"tiny face base ({bed.base.name}, idadapter.testing.cached_face_base)",
+        "adapter": f"trained {len(run.log)} steps at λ = {STRONG_WEIGHT:g} on the face base",
         "resolution": 64, "sampling_steps": SAMPLING_STEPS, "seeds": len(GUIDANCE_SEEDS), "references": list(photos),
         "analysis": f"eval.faces.FaceAnalyzer (YuNet, SFace, dlib), outputs and references upscaled x{ANALYSIS_UPSCALE} (bicubic)",
         "margin": "cosine to the output's own reference minus the mean cosine to the other identities' references",
