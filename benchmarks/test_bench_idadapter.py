@@ -3,10 +3,11 @@ at batch 4 (bf16, SDPA), and the time to sample 5 images x 50 steps with and wit
 
     pytest benchmarks/test_bench_idadapter.py -m "gpu and benchmark" -s
 
-And on the CPU, the paired identity-loss experiment (docs/idadapter.md): three trainings of the 64 px
-model on identical batches (λ = 0.1, λ = 1 and a λ ≈ 0 control), compared on L_id; then the λ = 1
-adapter sampled with E_r in both halves of classifier-free guidance or masked in the unconditional
-half, judged by SFace and dlib against guidance scale.
+And on the CPU, on the tiny face base (`idadapter.testing.cached_face_base`: pretrained once on the
+64 px crops, then cached), the paired identity-loss experiment (docs/idadapter.md): three trainings on
+identical batches (λ = 0.1, λ = 1 and a λ ≈ 0 control), compared on L_id; and an adapter trained at
+λ = 1 (IDADAPTER_UNCONDITIONAL_STEPS, 100) sampled with E_r in both halves of classifier-free guidance
+or masked in the unconditional half, judged by SFace and dlib against guidance scale.
 
     IDADAPTER_PAIRED_STEPS=300 pytest benchmarks/test_bench_idadapter.py -m benchmark -k "paired or unconditional" -s
 
