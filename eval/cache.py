@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.models import user_cache_dir
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records_v2 (
     namespace TEXT NOT NULL,
@@ -43,12 +45,7 @@ class CacheError(RuntimeError):
 
 
 def default_cache_path() -> Path:
-    folder = os.environ.get("IDAVATAR_CACHE_DIR")
-    if not folder:
-        import platformdirs
-
-        folder = platformdirs.user_cache_dir("idavatar")
-    return Path(folder) / "scores-cache.sqlite"
+    return user_cache_dir() / "scores-cache.sqlite"
 
 
 def sha256_bytes(data: bytes) -> str:

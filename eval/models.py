@@ -173,6 +173,12 @@ REGISTER: dict[str, ModelSpec] = {
 }
 
 
+def user_cache_dir() -> Path:
+    """Where the suite keeps what it computes: ``$IDAVATAR_CACHE_DIR``, else the user cache dir."""
+    override = os.environ.get("IDAVATAR_CACHE_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("idavatar"))
+
+
 def user_model_dir() -> Path:
     override = os.environ.get("IDAVATAR_MODEL_DIR")
     return Path(override) if override else Path(platformdirs.user_cache_dir("idavatar")) / "models"

@@ -234,12 +234,12 @@ def face_base_folder(images: list, steps: int, seed: int = 0, cache_dir: Path | 
 
     import numpy as np
 
-    from eval.cache import default_cache_path
+    from eval.models import user_cache_dir
 
     digest = hashlib.sha256(repr((FACE_BASE_VERSION, steps, seed)).encode())
     for image in images:
         digest.update(np.asarray(image.convert("RGB")).tobytes())
-    return Path(cache_dir or default_cache_path().parent) / f"tiny-face-base-{digest.hexdigest()[:16]}"
+    return Path(cache_dir or user_cache_dir()) / f"tiny-face-base-{digest.hexdigest()[:16]}"
 
 
 def cached_face_base(images: list, steps: int = FACE_BASE_STEPS, seed: int = 0, cache_dir: Path | None = None) -> Path:
