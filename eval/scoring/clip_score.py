@@ -21,7 +21,7 @@ from tqdm import tqdm
 from eval.cache import ResultCache, sha256_bytes
 from eval.faces import FaceInputError
 from eval.faces.recognizers import cosine
-from eval.scoring import MetricUnavailable
+from eval.scoring import BuildsModelOnFirstUse, MetricUnavailable
 from eval.scoring.analysis import ImageRecord, Miss, map_in_process, verified_pixels
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -55,9 +55,11 @@ def _features(output) -> np.ndarray:
     return tensor.detach().float().numpy()
 
 
-class ClipScorer:
+class ClipScorer(BuildsModelOnFirstUse):
     """Finds the model at once (MetricUnavailable when absent) but loads it only when an embedding is
     not in the cache, so a cached run never pays for CLIP."""
+
+    lazy = ("_loaded",)
 
     def __init__(self, source: str | os.PathLike | None = None):
         self.source = str(source or os.environ.get("IDAVATAR_CLIP") or DEFAULT_CLIP)
@@ -66,9 +68,6 @@ class ClipScorer:
         except (OSError, ValueError) as error:
             raise self._unavailable(error) from None
         self.namespace = f"{CLIP_VERSION}/{self.source}:{_fingerprint(self.folder)}"
-
-    def __getstate__(self) -> dict:  # what a Ray actor gets: it loads its own model
-        return {key: value for key, value in self.__dict__.items() if key != "_loaded"}
 
     def _unavailable(self, error: Exception) -> MetricUnavailable:
         return MetricUnavailable(

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.models import REGISTER, file_sha256
-from eval.scoring import MetricUnavailable
+from eval.scoring import BuildsModelOnFirstUse, MetricUnavailable
 from eval.scoring.analysis import ImageRecord, map_in_process
 from eval.scoring.rows import FACE_STATUSES
 
@@ -61,7 +61,7 @@ class PendingPairs:
     needed: list[int]
 
 
-class PairwiseScorer:
+class PairwiseScorer(BuildsModelOnFirstUse):
     """A distance between face crops of the LPIPS form: per layer, channel-normalised (and weighted)
     features; squared differences summed over channels, averaged over positions; layers summed
     (`layers_combined = "sum"`) or averaged ("mean"). Its mean over all pairs of a set is computed
@@ -70,14 +70,10 @@ class PairwiseScorer:
 
     namespace: str
     layers_combined = "sum"
-    lazy = ()  # cached properties holding a network: never pickled (a Ray actor builds its own)
 
     def layer_features(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Per layer, an N x C x H x W array whose pair distance is mean_hw ||a - b||^2 over channels."""
         raise NotImplementedError
-
-    def __getstate__(self) -> dict:
-        return {key: value for key, value in self.__dict__.items() if key not in self.lazy}
 
     def distance_matrix(self, crops: list[np.ndarray]) -> np.ndarray:
         """N x N distances between all `crops` (uint8 HxWx3), from their features: for each layer,
