@@ -1,8 +1,26 @@
 """The parts of `python -m eval.score`: cached face analysis, metric families, summary."""
+from contextlib import contextmanager
 
 
 class MetricUnavailable(RuntimeError):
     """A metric cannot be computed on this machine; the message says exactly what to provide."""
+
+
+@contextmanager
+def torch_inference():
+    """torch's inference mode, on one thread. Its convolutions sum in an order that depends on the
+    thread count (EfficientNet features move by ~1e-7 between 1 and 2 threads), and a result must not
+    depend on the machine: a cached embedding, a Ray worker's (one CPU each) and this process's are
+    the same bits, so summaries agree digit for digit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class BuildsModelOnFirstUse:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from eval.cache import ResultCache, sha256_bytes
 from eval.faces import FaceInputError
 from eval.faces.recognizers import cosine
-from eval.scoring import BuildsModelOnFirstUse, MetricUnavailable
+from eval.scoring import BuildsModelOnFirstUse, MetricUnavailable, torch_inference
 from eval.scoring.analysis import ImageRecord, Miss, map_in_process, verified_pixels
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -87,7 +87,6 @@ class ClipScorer(BuildsModelOnFirstUse):
 
     def _image_batch(self, misses: list[Miss]) -> np.ndarray:
         """One row per miss, NaN for an image whose bytes changed since they were hashed."""
-        import torch
         from PIL import Image
 
         model, processor = self._loaded
@@ -100,18 +99,16 @@ class ClipScorer(BuildsModelOnFirstUse):
                 pass
         if not images:
             return np.full((len(misses), 1), np.nan, np.float32)
-        with torch.inference_mode():
+        with torch_inference():
             features = _features(model.get_image_features(**processor(images=images, return_tensors="pt")))
         rows = np.full((len(misses), features.shape[1]), np.nan, np.float32)
         rows[kept] = features
         return rows
 
     def _text_batch(self, prompts: list[str]) -> np.ndarray:
-        import torch
-
         model, processor = self._loaded
         inputs = processor(text=prompts, return_tensors="pt", padding=True, truncation=True)
-        with torch.inference_mode():
+        with torch_inference():
             return _features(model.get_text_features(**inputs))
 
     def _embed(self, keys: list[str], items: list, embed_batch, cache: ResultCache, progress: bool = False,

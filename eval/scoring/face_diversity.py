@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.models import REGISTER, file_sha256
-from eval.scoring import BuildsModelOnFirstUse, MetricUnavailable
+from eval.scoring import BuildsModelOnFirstUse, MetricUnavailable, torch_inference
 from eval.scoring.analysis import ImageRecord, map_in_process
 from eval.scoring.rows import FACE_STATUSES
 
@@ -165,7 +165,7 @@ class FaceLpips(PairwiseScorer):
         import torch
 
         batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        with torch.inference_mode():
+        with torch_inference():
             outputs = self.model.net(self.model.scaling_layer(batch))
             return [(lpips.normalize_tensor(output) * lin.model[-1].weight.sqrt()).numpy()
                     for output, lin in zip(outputs, self.model.lins)]

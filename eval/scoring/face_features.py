@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from eval.models import file_sha256, verified_model_path
+from eval.scoring import torch_inference
 from eval.scoring.face_diversity import PairwiseScorer
 
 # (expansion, kernel, stride, input channels, output channels, repeats): EfficientNet-B0's stages,
@@ -121,13 +122,11 @@ class FaceFeatures(PairwiseScorer):
         """ImageNet class probabilities (N x 1000) of uint8 RGB images: the weights' own check."""
         import torch
 
-        with torch.inference_mode():
+        with torch_inference():
             return torch.softmax(self.network(self._tensor(images)), dim=1).numpy()
 
     def layer_features(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Per crop, its stage outputs unit-normalised along channels (one array per stage)."""
-        import torch
-
-        with torch.inference_mode():
+        with torch_inference():
             stages = self.network.stages(self._tensor(crops))
             return [(stage / (stage.norm(dim=1, keepdim=True) + 1e-10)).numpy() for stage in stages]
