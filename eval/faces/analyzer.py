@@ -5,6 +5,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -14,6 +15,7 @@ from eval.faces.detector import YuNetDetector, eye_line_angle
 from eval.faces.expression import ExpressionClassifier, expression_crop
 from eval.faces.images import ImageSource, describe, load_image
 from eval.faces.mesh import FaceMesh
+from eval.faces.orientation import canonical, unmirror_face
 from eval.faces.recognizers import RECOGNIZERS, Recognizer
 from eval.faces.types import Face, FaceInputError, ImageAnalysis
 
@@ -80,12 +82,10 @@ class FaceAnalyzer:
         return self.analyze([image])[0]
 
     def _analyze_chunk(self, chunk: list[ImageSource]) -> list[ImageAnalysis]:
-        results, pixels = [], []
-        for source in chunk:
-            result, rgb = self._detect(source)
-            results.append(result)
-            pixels.append(rgb)
-        pending = [(face, rgb) for result, rgb in zip(results, pixels) for face in result.faces]
+        detected = [self._detect(source) for source in chunk]  # each model's calls run back to back
+        for image in detected:
+            self._place(image)
+        pending = [(face, image.rgb) for image in detected for face in image.result.faces]
         for name, recognizer in self.recognizers.items():
             inputs = [recognizer.prepare(rgb, face) for face, rgb in pending]
             with self._timed(name):
@@ -98,34 +98,50 @@ class FaceAnalyzer:
                 expressions = self.expression.classify(crops)
             for (face, _), expression in zip(pending, expressions):
                 face.expression = expression
-        return results
+        return [image.result for image in detected]
 
-    def _detect(self, source: ImageSource) -> tuple[ImageAnalysis, np.ndarray | None]:
+    def _detect(self, source: ImageSource) -> _Detected:
+        """The image and its faces large enough to analyse, as YuNet found them on the image's
+        canonical orientation (`eval.faces.orientation`)."""
         result = ImageAnalysis(image=describe(source))
         try:
             rgb = load_image(source)
         except FaceInputError as error:
             result.error = error.reason
-            return result, None
+            return _Detected(result)
         result.height, result.width = rgb.shape[:2]
+        frame, mirrored = canonical(rgb)
         with self._timed("yunet"):
-            detections = self.detector.detect_frame(rgb)
+            detections = self.detector.detect_frame(frame)
         faces = [Face(bbox=tuple(map(float, box)), score=score, landmarks=marks) for box, score, marks in detections]
-        large = [face for face in faces if face.size >= self.min_face_size]
+        result.faces = [face for face in faces if face.size >= self.min_face_size]
         if not faces:
             result.error = "no face detected"
-        elif not large:
+        elif not result.faces:
             result.error = f"face too small ({faces[0].size:.0f} px < {self.min_face_size} px)"
-        for face in large:
+        return _Detected(result, rgb, frame, mirrored)
+
+    def _place(self, image: _Detected) -> None:
+        """Pose, landmarks and box of each detected face from the face mesh (or, without pose, from
+        YuNet's refinement), mapped back to the image as stored, and its aligned crop."""
+        for face in image.result.faces:
             box = np.array(face.bbox)
             if self.mesh is not None:
                 with self._timed("face_mesh"):
-                    fit = self.mesh.fit(rgb, box, eye_line_angle(face.landmarks))
+                    fit = self.mesh.fit(image.frame, box, eye_line_angle(face.landmarks))
                 face.pose, box, face.landmarks = fit.pose, fit.box, fit.landmarks
             else:
                 with self._timed("yunet"):
-                    box, _, face.landmarks = self.detector.refine(rgb, (box, face.score, face.landmarks))
+                    box, _, face.landmarks = self.detector.refine(image.frame, (box, face.score, face.landmarks))
             face.bbox = tuple(map(float, box))
-            face.aligned = align_face(rgb, face.landmarks)
-        result.faces = large
-        return result, rgb
+            if image.mirrored:
+                unmirror_face(face, image.result.width)
+            face.aligned = align_face(image.rgb, face.landmarks)
+
+
+@dataclass
+class _Detected:
+    result: ImageAnalysis
+    rgb: np.ndarray | None = None  # as stored
+    frame: np.ndarray | None = None  # canonical orientation: rgb or its mirror image
+    mirrored: bool = False

@@ -49,19 +49,26 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / (np.linalg.norm(vector, axis=-1, keepdims=True) + 1e-12)
 
 
-def mesh_rotation(points: np.ndarray) -> np.ndarray:
-    """The face's axes (columns: right, down, away) from a 468x3 mesh in camera axes."""
+_LEFT, _RIGHT = np.array(RIGID_PAIRS).T
+
+
+def mesh_rotations(points: np.ndarray) -> np.ndarray:
+    """The face's axes (columns: right, down, away) of each of N 468x3 meshes in camera axes: Nx3x3."""
     points = np.asarray(points, dtype=np.float64)
-    left, right = np.array(RIGID_PAIRS).T
-    x_axis = _unit(_unit(points[right] - points[left]).sum(axis=0))
-    down = points[CHEEKS].mean(axis=0) - points[EYE_CORNERS].mean(axis=0)
-    y_axis = _unit(down - (down @ x_axis) * x_axis)
-    return np.column_stack([x_axis, y_axis, np.cross(x_axis, y_axis)])
+    x_axis = _unit(_unit(points[:, _RIGHT] - points[:, _LEFT]).sum(axis=1))
+    down = points[:, CHEEKS].mean(axis=1) - points[:, EYE_CORNERS].mean(axis=1)
+    y_axis = _unit(down - (down * x_axis).sum(axis=1, keepdims=True) * x_axis)
+    return np.stack([x_axis, y_axis, np.cross(x_axis, y_axis)], axis=2)
+
+
+def estimate_poses(points: np.ndarray) -> list[Pose]:
+    """Poses of N 468x3 face meshes (x right, y down in pixels, z away from the camera, same scale)."""
+    return [euler_from_rotation(rotation) for rotation in mesh_rotations(points)]
 
 
 def estimate_pose(points: np.ndarray) -> Pose:
     """Pose of one 468x3 face mesh (x right, y down in pixels, z away from the camera, same scale)."""
-    return euler_from_rotation(mesh_rotation(points))
+    return estimate_poses(np.asarray(points)[None])[0]
 
 
 def mirror_average(pose: Pose, mirrored: Pose, turn: float = 0.0) -> Pose:

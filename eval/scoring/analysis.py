@@ -27,7 +27,7 @@ from eval.faces.images import decode_image, read_image_bytes
 from eval.files import sha256_file
 from eval.models import ModelNotFound, file_sha256, model_path
 
-FACES_VERSION = "faces-v2"  # v2: mesh crops iterated to their mirror-equivariant fixed point
+FACES_VERSION = "faces-v3"  # v3: canonical orientation; mesh rounds until the crop settles
 EMBED_VERSION = "embed-v1"
 OPTIONAL_RECOGNIZERS = ("arcface",)
 CACHE_CHUNK = 32  # misses analysed, then committed to the cache, together
