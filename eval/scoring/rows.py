@@ -32,12 +32,12 @@ def manifest_rows(manifest: Manifest) -> tuple[list[dict], list[Path | None], li
                "prompt_category": entry.prompt_category, "seed": entry.seed, "image": entry.image,
                "references": json.dumps(entry.references), "status": "error", "error": None, "n_faces": 0}
         try:
-            images.append(inside(manifest.root, entry.image))
-            references.append([inside(manifest.root, ref) for ref in entry.references])
-        except ValueError as error:
+            image, refs = inside(manifest.root, entry.image), [inside(manifest.root, ref) for ref in entry.references]
+        except ValueError as error:  # neither is scored: the lists stay one entry per row
             row["error"] = str(error)
-            images.append(None)
-            references.append([])
+            image, refs = None, []
+        images.append(image)
+        references.append(refs)
         rows.append(row)
     return rows, images, references
 

@@ -77,6 +77,23 @@ def test_special_files_loops_strips_and_nan_images_become_row_errors(hostile_run
         assert "character device" in scores.loc["device.jpg", "error"]
 
 
+def test_a_reference_outside_the_folder_fails_its_own_line_and_shifts_no_other(tmp_path, faces_dir):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(faces_dir / "macron_2014.jpg", run / "ref.jpg")
+    shutil.copyfile(faces_dir / "macron_2025.jpg", run / "other.jpg")
+    shutil.copyfile(faces_dir / "sunak.jpg", tmp_path / "outside.jpg")
+    (run / "escape.jpg").symlink_to(tmp_path / "outside.jpg")
+    lines = [_line(image="other.jpg", references=["escape.jpg"], seed=0), _line(image="other.jpg", seed=1),
+             _line(image="ref.jpg", seed=2)]
+    (run / "manifest.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = score_manifest(run / "manifest.jsonl", tmp_path / "out", cache=False, progress=False)
+    scores = result.scores.set_index("seed")
+    assert scores.loc[0, "status"] == "error" and "outside the manifest's folder" in scores.loc[0, "error"]
+    assert scores.loc[1, "status"] == scores.loc[2, "status"] != "error"
+    assert scores.loc[2, "id_sim_sface"] > 0.99 > scores.loc[1, "id_sim_sface"]  # each line its own image
+
+
 def test_the_loader_refuses_nan_floats_and_strips_in_arrays_too():
     with pytest.raises(FaceInputError, match="NaN"):
         load_image(np.full((32, 32, 3), np.nan))
