@@ -15,10 +15,12 @@ import numpy as np
 from eval.faces.align import align_face
 from eval.faces.cpus import cpu_budget
 from eval.faces.dlib_onnx import CHIP_SIZE, DLIB_ONNX_VERSION, onnx_graph, read_dlib_resnet
+from eval.faces.graphs import built_graph
 from eval.faces.types import Face
 from eval.models import model_path, verified_model_path
 
 EMBED_BATCH = 32
+SFACE_GRAPH_VERSION = "sface-fp32-v1"  # what sface_graph makes of the shipped file; change it with sface_graph
 DLIB_DISTANCE_THRESHOLD = 0.6
 
 
@@ -135,7 +137,7 @@ class SFaceRecognizer(Recognizer):
 
     @cached_property
     def _session(self):  # built on the first embedding: a fully cached run never pays for onnx (seconds)
-        return onnx_session(sface_graph(self._path))
+        return onnx_session(built_graph(SFACE_GRAPH_VERSION, self._path, sface_graph))
 
     def prepare(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         aligned = face.aligned if face.aligned is not None else align_face(rgb, face.landmarks)
@@ -169,7 +171,8 @@ class DlibRecognizer(Recognizer):
 
     @cached_property
     def _session(self):
-        return onnx_session(onnx_graph(read_dlib_resnet(self._paths[0])), threads=self.threads)
+        graph = built_graph(DLIB_ONNX_VERSION, self._paths[0], lambda path: onnx_graph(read_dlib_resnet(path)))
+        return onnx_session(graph, threads=self.threads)
 
     @property
     def model_ids(self) -> list[str]:
