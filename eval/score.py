@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from eval.manifest import Manifest, ManifestError, read_manifest
 from eval.models import REGISTER, ModelNotFound
 from eval.outputs import OutputSetError, locked_out_dir, new_run_id, publish_scores_set
 from eval.scoring import MetricUnavailable
-from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord, LocalFaceEngine, default_recognizers
+from eval.scoring.analysis import CACHE_CHUNK, CachedFaceAnalysis, ImageRecord, LocalFaceEngine, default_recognizers
 from eval.scoring.clip_score import ClipScorer, add_clip_columns
 from eval.scoring.face_diversity import FaceLpips, face_div_sets
 from eval.scoring.face_features import FaceFeatures
@@ -58,18 +59,23 @@ class ScoreResult:
         return self.out_dir / "summary.json"
 
 
-def _write_crops(scores: pd.DataFrame, images: list[ImageRecord | None], out_dir: Path) -> None:
+def _write_crops(scores: pd.DataFrame, images: list[ImageRecord | None], crops_of: Callable[[list], list],
+                 out_dir: Path) -> None:
+    """crops/<content>.png for each scored face, read from the cache CACHE_CHUNK at a time."""
     crops_dir = out_dir / "crops"
     crops_dir.mkdir(parents=True, exist_ok=True)
-    column = []
-    for image, status in zip(images, scores["status"]):
-        if image is None or image.aligned is None or status not in FACE_STATUSES:
-            column.append(None)
-            continue
-        name = f"crops/{sha256_bytes(image.aligned.tobytes())[:20]}.png"  # named by content: never stale
-        if not (out_dir / name).exists():
-            write_atomic(out_dir / name, lambda p: Image.fromarray(image.aligned).save(p, format="PNG", compress_level=1))
-        column.append(name)
+    column: list[str | None] = [None] * len(scores)
+    faces = [position for position, (image, status) in enumerate(zip(images, scores["status"]))
+             if image is not None and status in FACE_STATUSES]
+    for start in range(0, len(faces), CACHE_CHUNK):
+        chunk = faces[start : start + CACHE_CHUNK]
+        for position, crop in zip(chunk, crops_of([images[position] for position in chunk])):
+            if crop is None:
+                continue
+            name = f"crops/{sha256_bytes(crop.tobytes())[:20]}.png"  # named by content: never stale
+            if not (out_dir / name).exists():
+                write_atomic(out_dir / name, lambda p: Image.fromarray(crop).save(p, format="PNG", compress_level=1))
+            column[position] = name
     scores["face_crop"] = column
 
 
@@ -175,8 +181,8 @@ def _score(manifest: Manifest, out_dir: Path, analyzer: FaceAnalyzer, result_cac
         model_ids.append("efficientnet_lite0")
     except ModelNotFound as error:
         unavailable["face_div_features"] = str(error)
-    sets = face_div_sets(scores, images, scorers, result_cache, progress, engine.map_stage)
-    _write_crops(scores, images, out_dir)
+    sets = face_div_sets(scores, images, faces.crops, scorers, result_cache, progress, engine.map_stage)
+    _write_crops(scores, images, faces.crops, out_dir)
 
     summary = {
         "manifest": str(manifest.path.resolve()),

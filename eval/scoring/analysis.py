@@ -1,8 +1,10 @@
 """Face analysis of every image a run needs, through the result cache.
 
-Per image (by content hash) the cache holds two kinds of record:
-- the main face's geometry, pose, expression and aligned crop, keyed by the detector / pose /
-  expression models (with their weight hashes) and `FACES_VERSION`;
+Per image (by content hash) the cache holds three kinds of record:
+- the main face's geometry, pose and expression, keyed by the detector / pose / expression models
+  (with their weight hashes) and `FACES_VERSION`;
+- its aligned crop, under the same key plus "/crop": the driver reads crops a few at a time when a
+  stage needs them (`CachedFaceAnalysis.crops`), never all of a run's at once;
 - one embedding per recognizer, keyed by that recognizer's models, `EMBED_VERSION` and the recognizer's
   `implementation` when it runs the model in another runtime (dlib's ResNet in onnxruntime).
 Images missing everything go to the engine (`LocalFaceEngine`, or one with the same methods, such
@@ -54,7 +56,6 @@ class ImageRecord:
     error: str | None = None  # why the image could not be read, or holds no usable face
     readable: bool = False
     n_faces: int = 0
-    aligned: np.ndarray | None = None
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None
@@ -181,8 +182,8 @@ class LocalFaceEngine:
             except ImageChanged as error:
                 out[position] = error
                 continue
-            main = Face(bbox=tuple(face["bbox"]), score=face["score"], landmarks=face["landmarks"],
-                        aligned=face["aligned"])
+            # no crop: the recognizer aligns the face from its landmarks, as the analysis did
+            main = Face(bbox=tuple(face["bbox"]), score=face["score"], landmarks=face["landmarks"])
             inputs.append(recognizer.prepare(pixels, main))
             positions.append(position)
         for position, vector in zip(positions, recognizer.embed(inputs)):
@@ -202,6 +203,7 @@ class CachedFaceAnalysis:
         non_recognizer = [m for m in analyzer.model_ids
                           if not any(m in r.model_ids for r in analyzer.recognizers.values())]
         self.faces_namespace = f"{FACES_VERSION}/{fingerprint(non_recognizer)}/min{analyzer.min_face_size}"
+        self.crops_namespace = f"{self.faces_namespace}/crop"
         self.embed_namespaces = {
             name: "/".join(filter(None, (EMBED_VERSION, fingerprint(recognizer.model_ids), recognizer.implementation)))
             for name, recognizer in analyzer.recognizers.items()
@@ -235,7 +237,7 @@ class CachedFaceAnalysis:
             if record.sha256 in changed:
                 record.error = changed[record.sha256]
                 continue
-            for key in ("error", "readable", "n_faces", "aligned", "yaw", "pitch", "roll", "expression"):
+            for key in ("error", "readable", "n_faces", "yaw", "pitch", "roll", "expression"):
                 if key in face:
                     setattr(record, key, face[key])
             if record.has_face:
@@ -247,18 +249,37 @@ class CachedFaceAnalysis:
         """Send the images the cache has never seen to the engine; commit each chunk's records."""
         with tqdm(total=len(new), desc="faces", unit="img", disable=not progress or not new) as bar:
             for chunk in self.engine.analyze_chunks([Miss(r.path, r.sha256) for r in new], CACHE_CHUNK):
-                stored: dict[str, dict[str, dict]] = {self.faces_namespace: {}}
+                stored: dict[str, dict[str, dict]] = {self.faces_namespace: {}, self.crops_namespace: {}}
                 stored.update({namespace: {} for namespace in self.embed_namespaces.values()})
                 for miss, face, vectors in chunk:
+                    crop = face.pop("aligned", None)
                     faces[miss.sha256] = face
                     for name, vector in vectors.items():
                         embeddings[name][miss.sha256] = {"vector": vector}
                     if not face.get("transient"):
                         stored[self.faces_namespace][miss.sha256] = face
+                        if crop is not None:
+                            stored[self.crops_namespace][miss.sha256] = {"aligned": crop}
                         for name, vector in vectors.items():
                             stored[self.embed_namespaces[name]][miss.sha256] = {"vector": vector}
                 self.cache.put_records(stored)
                 bar.update(len(chunk))
+
+    def crops(self, records: list[ImageRecord]) -> list[np.ndarray | None]:
+        """The aligned face crops of `records` (None for one without a face), read from the cache for
+        just these records. A crop the cache no longer has (it fell back to memory after a write
+        error) is computed again; None when its image has changed since it was hashed."""
+        wanted = [record for record in records if record.has_face]
+        found = {sha256: record["aligned"]
+                 for sha256, record in self.cache.get_many(self.crops_namespace, [r.sha256 for r in wanted]).items()}
+        lost = _distinct([record for record in wanted if record.sha256 not in found])
+        if lost:
+            results = self.engine.analyze([Miss(record.path, record.sha256) for record in lost])
+            again = {record.sha256: {"aligned": face["aligned"]} for record, (face, _) in zip(lost, results)
+                     if "aligned" in face and not face.get("transient")}
+            self.cache.put_many(self.crops_namespace, again)
+            found.update({sha256: record["aligned"] for sha256, record in again.items()})
+        return [found.get(record.sha256) if record.has_face else None for record in records]
 
     def _embed_cached_faces(self, name: str, records: list[ImageRecord], faces: dict[str, dict],
                             embeddings: dict[str, dict], changed: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ import itertools
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -171,10 +172,12 @@ class FaceLpips(PairwiseScorer):
                     for output, lin in zip(outputs, self.model.lins)]
 
 
-def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], scorers: dict, cache: ResultCache,
-                  progress: bool = False, map_stage=map_in_process) -> pd.DataFrame:
+def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], crops_of: Callable[[list], list],
+                  scorers: dict, cache: ResultCache, progress: bool = False, map_stage=map_in_process) -> pd.DataFrame:
     """One row per system x subject x prompt set with two or more faces; `scorers` maps a column
     (face_div_lpips, face_div_features) to its scorer, and a column without one stays empty.
+    `crops_of(records)` gives the records' aligned crops (`CachedFaceAnalysis.crops`): they are read
+    a set at a time, so the driver never holds a run's crops.
 
     Per scorer, the sets with pairs the cache lacks go through `map_stage` (an engine's: in this
     process, or a Ray stage), one set per batch: there the set's crops pass the network once each
@@ -182,13 +185,17 @@ def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], scorer
     with_face = scores["status"].isin(FACE_STATUSES).to_numpy()
     groups = [(key, group) for key, group in scores[with_face].groupby(["system", "subject", "prompt"], sort=False)
               if len(group) >= 2]
-    crops = [[images[i].aligned for i in group.index] for _, group in groups]
+
+    def crops(position: int) -> list[np.ndarray]:
+        return [crop for crop in crops_of([images[i] for i in groups[position][1].index]) if crop is not None]
+
     values: dict[str, list] = {}
     for column, scorer in scorers.items():
-        pending = [scorer.pending(set_crops, cache) for set_crops in crops]
+        pending = [scorer.pending(crops(position), cache) for position in range(len(groups))]
         todo = [position for position, pairs in enumerate(pending) if pairs.needed]
         values[column] = [None if pairs.needed else scorer.complete(pairs, None, cache) for pairs in pending]
-        stacks = (np.stack([crops[position][i] for i in pending[position].needed]) for position in todo)
+        stacks = (np.stack([set_crops[i] for i in pending[position].needed])
+                  for position in todo for set_crops in [crops(position)])
         with tqdm(total=len(todo), desc=f"Face Div ({column})", unit="set", disable=not progress or not todo) as bar:
             for chunk in map_stage(scorer.set_distances, stacks, 1):
                 for index, matrix in chunk:

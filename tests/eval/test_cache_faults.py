@@ -192,8 +192,10 @@ def test_a_killed_run_keeps_its_committed_chunks_and_the_rerun_resumes(demo_mani
     assert process.poll() is None, "the run ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    kept = ResultCache(cache_path).count(faces_namespace.split("/")[0])
-    assert 4 <= kept < 22  # whole chunks of 2 survived the kill
+    with sqlite3.connect(cache_path) as db:
+        kept, crops = (db.execute("SELECT COUNT(*) FROM records_v2 WHERE namespace = ?", (namespace,)).fetchone()[0]
+                       for namespace in (faces_namespace, f"{faces_namespace}/crop"))
+    assert 4 <= kept < 22 and crops == kept  # whole chunks of 2 survived the kill, each face with its crop
     before = Counter(eval_analyzer.calls)
     CachedFaceAnalysis(eval_analyzer, ResultCache(cache_path)).analyze(
         [demo_manifest.parent / line for line in _demo_images(demo_manifest)])

@@ -1,11 +1,13 @@
 """Caching: unchanged runs cost no model calls, new images cost exactly themselves, and a changed
 model recomputes only its own column. Counted in model calls, not timed."""
 import os
+import sqlite3
 from collections import Counter
 
 import pytest
 from PIL import Image, ImageOps
 
+from eval.faces import FaceAnalyzer
 from eval.manifest import ManifestEntry, read_manifest, write_manifest
 from eval.models import REGISTER
 from eval.score import score_manifest
@@ -76,3 +78,26 @@ def test_fingerprint_follows_the_weight_file(tmp_path, monkeypatch):
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new mtime even within one clock tick
     assert fingerprint(["sface"]) != first
+
+
+def test_crops_live_in_the_cache_not_in_the_records(faces_dir, eval_analyzer, tmp_path):
+    """The driver's records carry no crop; `crops` reads exactly the ones asked for, equal to the
+    face core's, and a crop the cache lost is computed again (one analysis), not silently missing."""
+    from eval.cache import ResultCache
+    from eval.scoring.analysis import CachedFaceAnalysis, ImageRecord
+
+    paths = sorted(faces_dir.glob("*.jpg"))[:3]
+    cache = ResultCache(tmp_path / "c.sqlite")
+    faces = CachedFaceAnalysis(eval_analyzer, cache)
+    records = faces.analyze(paths)
+    assert not any(hasattr(record, "aligned") for record in records.values())
+    assert cache.count(faces.crops_namespace) == 3
+    expected = [result.main_face.aligned for result in FaceAnalyzer(recognizers=()).analyze(paths)]
+    crops = faces.crops([records[path] for path in paths] + [ImageRecord(path=tmp_path / "none")])
+    assert all((crop == want).all() for crop, want in zip(crops, expected)) and crops[3] is None
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        db.execute("DELETE FROM records_v2 WHERE namespace = ? AND content = ?", (faces.crops_namespace, records[paths[1]].sha256))
+    before = Counter(eval_analyzer.calls)
+    again = CachedFaceAnalysis(eval_analyzer, cache).crops([records[paths[1]]])
+    assert (again[0] == expected[1]).all() and (Counter(eval_analyzer.calls) - before)["analyze"] == 1
+    assert cache.count(faces.crops_namespace) == 3
