@@ -15,7 +15,9 @@ one recognizer recomputes only its column. Every miss is decoded from the very b
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from eval.cache import ResultCache, sha256_bytes
 from eval.faces import Face, FaceAnalyzer, FaceInputError, ImageAnalysis
+from eval.faces.cpus import cpu_budget
 from eval.faces.images import decode_image, read_image_bytes
 from eval.files import sha256_file
 from eval.models import ModelNotFound, file_sha256, model_path
@@ -128,6 +131,29 @@ def map_in_process(function: Callable[[list], list], items: Iterable,
         position += len(batch)
 
 
+def map_in_threads(function: Callable[[list], list], items: Iterable,
+                   batch_size: int) -> Iterator[list[tuple[int, object]]]:
+    """`map_in_process` with as many batches at once as this process has CPUs, in order: for stages
+    whose work releases the GIL (torch, one thread per batch: `eval.scoring.torch_inference`). The
+    first batch runs alone, so that a model built on first use is built once."""
+    items, position = iter(items), 0
+    batches = iter(lambda: list(itertools.islice(items, batch_size)), [])
+    first = next(batches, None)
+    if first is None:
+        return
+    yield list(enumerate(function(first)))
+    position, threads = len(first), cpu_budget()
+    with ThreadPoolExecutor(threads) as pool:
+        running: deque = deque()
+        for batch in itertools.chain(batches, [None]):
+            if batch is not None:
+                running.append((position, pool.submit(function, batch)))
+                position += len(batch)
+            while running and (batch is None or len(running) > 2 * threads):
+                start, outputs = running.popleft()
+                yield list(enumerate(outputs.result(), start=start))
+
+
 class LocalFaceEngine:
     """Analyses cache misses in this process. This is the seam a scoring engine (e.g. Ray) replaces:
     it gets the misses, returns their records, and never touches the cache (the driver writes it).
@@ -136,7 +162,7 @@ class LocalFaceEngine:
     `analyze_chunks(misses, size)` -> the same as (miss, face record, embeddings), a chunk at a time
     (another engine may yield its chunks in the order they finish).
     `embed(name, misses, faces)` -> per miss: embedding from its cached face record, or an ImageChanged.
-    `map_stage(function, items, batch_size)` -> another scoring stage (CLIP, Face Div): see `map_in_process`.
+    `map_stage(function, items, batch_size)` -> another scoring stage (CLIP, Face Div): see `map_in_threads`.
     A face record with `transient` set describes a read failure, not the bytes: it is never cached."""
 
     def __init__(self, analyzer: FaceAnalyzer):
@@ -166,7 +192,7 @@ class LocalFaceEngine:
             chunk = misses[start : start + size]
             yield [(miss, face, vectors) for miss, (face, vectors) in zip(chunk, self.analyze(chunk))]
 
-    map_stage = staticmethod(map_in_process)
+    map_stage = staticmethod(map_in_threads)
 
     def close(self) -> None:
         """Nothing to release here; a cluster engine stops what it started."""
