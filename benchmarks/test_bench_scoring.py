@@ -6,8 +6,9 @@ generator streaming its outputs would), with the raw model-inference time measur
 
 Goals: cold wall time <= 1.3 x raw model time; cached re-run >= 50 x faster than cold.
 Writes benchmarks/results/scoring_cpu.json. Measures the face pipeline (detection, SFace, dlib, pose,
-expression) and the harness around it: LPIPS and CLIP are switched off, whatever weights this machine
-holds, so that the raw model time covers every model that runs.
+expression) and the harness around it: LPIPS, CLIP and Face Div (features) are switched off, whatever
+weights this machine holds, so that the raw model time covers every model that runs (their own
+stages are measured by test_bench_ray.py).
 """
 import json
 import os
@@ -40,6 +41,7 @@ def timed_pass(analyzer: FaceAnalyzer, manifests: list[Path], cache, out: Path) 
 def test_scoring_throughput(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-weights"))
     monkeypatch.setenv("IDAVATAR_CLIP", str(tmp_path / "no-clip"))
+    monkeypatch.setenv("IDAVATAR_EFFICIENTNET_LITE0", str(tmp_path / "no-face-div-weights"))
     manifest = build_demo_run(tmp_path / "demo")
     lines = read_manifest(manifest).entries
     singles = [write_manifest(manifest.parent / f"single_{i}.jsonl", [entry]) for i, entry in enumerate(lines)]
