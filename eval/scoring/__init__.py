@@ -1,15 +1,9 @@
 """The parts of `python -m eval.score`: cached face analysis, metric families, summary."""
-import threading
 from contextlib import contextmanager
 
 
 class MetricUnavailable(RuntimeError):
     """A metric cannot be computed on this machine; the message says exactly what to provide."""
-
-
-_one_thread = threading.Lock()
-_users = 0  # stages inside torch_inference now, in any thread
-_threads_before = 0
 
 
 @contextmanager
@@ -18,23 +12,17 @@ def torch_inference():
     thread count (EfficientNet features move by ~1e-7 between 1 and 2 threads), and a result must not
     depend on the machine: a cached embedding, a Ray worker's (one CPU each) and this process's are
     the same bits, so summaries agree digit for digit. The local engine runs batches side by side
-    instead (`map_in_threads`); the thread count comes back when the last of them leaves."""
+    instead (`map_in_threads`). torch's count (OpenMP's and MKL's) belongs to the calling thread, so
+    each entry sets its own and gives it back."""
     import torch
 
-    global _users, _threads_before
-    with _one_thread:
-        if _users == 0:
-            _threads_before = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _users += 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         with torch.inference_mode():
             yield
     finally:
-        with _one_thread:
-            _users -= 1
-            if _users == 0:
-                torch.set_num_threads(_threads_before)
+        torch.set_num_threads(before)
 
 
 class BuildsModelOnFirstUse:

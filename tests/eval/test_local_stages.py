@@ -44,11 +44,27 @@ def test_threaded_batches_come_back_in_order_and_read_ahead_a_bounded_amount():
 def test_face_div_sets_are_the_same_bits_side_by_side_as_alone(real_crops):
     features = FaceFeatures()
     threads = torch.get_num_threads()
-    sets = [np.stack(real_crops[start : start + 4]) for start in (0, 3, 6)] * 2
+    sets = [np.stack(real_crops[start : start + 4]) for start in (0, 3, 6)] * 8
     alone = [features.distance_matrix(list(crops)) for crops in sets[:3]]
     side_by_side = [pair for chunk in map_in_threads(features.set_distances, sets, 1) for pair in chunk]
     assert torch.get_num_threads() == threads  # given back after the last batch
-    assert [position for position, _ in side_by_side] == list(range(6))
+    assert [position for position, _ in side_by_side] == list(range(24))
     assert all(np.array_equal(matrix, alone[position % 3]) for position, matrix in side_by_side)
     with torch_inference():
         assert torch.get_num_threads() == 1
+
+
+def test_every_thread_computes_on_one_thread_inside_torch_inference():
+    """torch's thread count is per thread (OpenMP): each entry sets its own, whatever else runs."""
+    seen = []
+
+    def stage():
+        torch.set_num_threads(2)  # this thread's own setting, as a pool thread may have it
+        with torch_inference():
+            seen.append(torch.get_num_threads())
+
+    with torch_inference():  # another stage's batch is inside already
+        thread = threading.Thread(target=stage)
+        thread.start()
+        thread.join()
+    assert seen == [1]
