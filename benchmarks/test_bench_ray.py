@@ -116,15 +116,36 @@ def image_paths(manifest: Path) -> list[Path]:
     return [p for p in images if p] + [p for refs in references for p in refs]
 
 
+def wait_for_stage_actors_to_exit(timeout_s: float = 60) -> None:
+    """Ray Data stops a finished stage's actors in the background; each timed stage starts once the
+    previous stage's actors are gone, as a run's first stage would on a running cluster."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and stage_actors():
+        time.sleep(0.2)
+
+
+def stage_actors() -> int:
+    count = 0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.Error:  # gone meanwhile
+            continue
+        count += any(kind in command for kind in WORKER_KINDS)
+    return count
+
+
 def staged_pass(manifest: Path, folder: Path, analyzer: FaceAnalyzer, engine) -> dict:
     """The face stage cold into a new cache file, then the other stages with the faces cached."""
     cache = folder / "cache.sqlite"
     folder.mkdir()
     stages = {}
+    wait_for_stage_actors_to_exit()
     start = time.perf_counter()
     with ProcessMeter() as meter:
         CachedFaceAnalysis(analyzer, ResultCache(cache), engine).analyze(image_paths(manifest))
     stages["face"] = measured(meter, time.perf_counter() - start)
+    wait_for_stage_actors_to_exit()
     start = time.perf_counter()
     with ProcessMeter() as meter:
         result = score_manifest(manifest, folder / "scores", analyzer=analyzer, cache=cache, progress=False,
