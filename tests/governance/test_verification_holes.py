@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from governance import Actor, GovernanceContext, Purpose
+from governance import Actor, Purpose
 from governance.__main__ import main
 from governance.audit_log import LEGACY_ORIGIN, AuditLog, generate_key_pair
 from governance.checkpoint import VerifierKey

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from eval.review.__main__ import main
-from eval.review.store import Decision, Rating, ReviewStore
+from eval.review.store import Decision, ReviewStore
 from governance import GovernanceContext
 from governance.database import StoreUnavailable
 
