@@ -25,7 +25,7 @@ import numpy as np
 from eval.faces.cpus import cpu_budget
 from eval.faces.crops import CropSource, to_image
 from eval.faces.detector import unmirror
-from eval.faces.pose import estimate_poses, mirror_average
+from eval.faces.pose import estimate_poses, mesh_roll, mirror_average
 from eval.faces.types import Pose
 from eval.models import verified_model_path
 
@@ -84,11 +84,11 @@ class MeshFit:
 class FaceMesh:
     model_id = "face_mesh"
 
-    def __init__(self, model_file=None):
+    def __init__(self, model_file=None, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self._interpreter = Interpreter(model_path=str(verified_model_path(self.model_id, model_file)),
-                                        num_threads=min(2, cpu_budget()))
+                                        num_threads=threads or min(2, cpu_budget()))
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = 0
@@ -160,6 +160,13 @@ class Reading:
         return Pose(poses[0].yaw, poses[0].pitch, poses[0].roll + self.placement.angle)
 
     @cached_property
+    def roll(self) -> float:
+        """The head's roll in the image: all that the next crop needs of the pose."""
+        if len(self.meshes) == 2:
+            return self.pose.roll
+        return mesh_roll(self.meshes[0]) + self.placement.angle
+
+    @cached_property
     def points(self) -> np.ndarray:
         """x, y in crop pixels of every point read, the mirror image's mapped back."""
         if len(self.meshes) == 1:
@@ -170,7 +177,7 @@ class Reading:
         """The crop this reading places next: on the points' centre, as large as their spread."""
         centre = self.points.mean(axis=0)
         spread = np.sqrt(((self.points - centre) ** 2).sum(axis=1).mean())
-        return Placement(to_image(centre[None], self.matrix)[0], self.pose.roll,
+        return Placement(to_image(centre[None], self.matrix)[0], self.roll,
                          SIDE_PER_SPREAD * spread * self.placement.side / INPUT_SIZE)
 
     def fit(self) -> MeshFit:

@@ -52,10 +52,21 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 _LEFT, _RIGHT = np.array(RIGID_PAIRS).T
 
 
+def _right_axes(points: np.ndarray) -> np.ndarray:
+    """The face's left-right axis of each of N meshes: the mean direction of the rigid pairs, Nx3."""
+    return _unit(_unit(points[:, _RIGHT] - points[:, _LEFT]).sum(axis=1))
+
+
+def mesh_roll(points: np.ndarray) -> float:
+    """Just the roll (degrees) of one 468x3 mesh: what `estimate_pose` gives, from its right axis alone."""
+    x_axis = _right_axes(np.asarray(points, dtype=np.float64)[None])[0]
+    return math.degrees(math.atan2(x_axis[1], x_axis[0]))
+
+
 def mesh_rotations(points: np.ndarray) -> np.ndarray:
     """The face's axes (columns: right, down, away) of each of N 468x3 meshes in camera axes: Nx3x3."""
     points = np.asarray(points, dtype=np.float64)
-    x_axis = _unit(_unit(points[:, _RIGHT] - points[:, _LEFT]).sum(axis=1))
+    x_axis = _right_axes(points)
     down = points[:, CHEEKS].mean(axis=1) - points[:, EYE_CORNERS].mean(axis=1)
     y_axis = _unit(down - (down * x_axis).sum(axis=1, keepdims=True) * x_axis)
     return np.stack([x_axis, y_axis, np.cross(x_axis, y_axis)], axis=2)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from eval.faces import ARCFACE_TEMPLATE, align_face, similarity_transform
 from eval.faces.crops import levelled_crop, to_image
 from eval.faces.detector import eye_line_angle
-from eval.faces.pose import CHEEKS, EYE_CORNERS, RIGID_PAIRS, estimate_pose, euler_from_rotation
+from eval.faces.pose import CHEEKS, EYE_CORNERS, RIGID_PAIRS, estimate_pose, euler_from_rotation, mesh_roll
 
 angles = st.floats(-60, 60)
 
@@ -101,3 +101,10 @@ def test_eye_line_angle_matches_in_plane_rotation(roll):
 def test_aligning_template_points_is_the_identity_crop():
     image = np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)
     assert np.array_equal(align_face(image, ARCFACE_TEMPLATE), image)
+
+
+@given(angles, angles, angles, st.integers(0, 2**16))
+@settings(max_examples=100, deadline=None)
+def test_the_roll_alone_is_the_roll_of_the_whole_pose(yaw, pitch, roll, seed):
+    mesh = frontal_mesh(seed) @ rotation(yaw, pitch, roll).T
+    assert mesh_roll(mesh) == estimate_pose(mesh).roll

@@ -36,3 +36,15 @@ def test_the_mirror_of_a_photo_gets_the_mirrored_analysis_exactly(faces_dir):
         assert np.allclose(unmirror(mirror.landmarks, width), original.landmarks, atol=1e-9, rtol=0)
         x0, y0, x1, y1 = original.bbox
         assert np.allclose(mirror.bbox, (width - 1 - x1, y0, width - 1 - x0, y1), atol=1e-9, rtol=0)
+
+
+def test_the_meshes_side_by_side_give_one_mesh_s_bits(faces_dir):
+    """A chunk's faces are fitted by one single-threaded mesh per CPU; one mesh alone gives the same."""
+    paths = sorted(faces_dir.glob("*.jpg"))
+    analyzer = FaceAnalyzer(recognizers=(), with_expression=False)
+    side_by_side = analyzer.analyze(paths)
+    analyzer.meshes = analyzer.meshes[:1]
+    alone = analyzer.analyze(paths)
+    for a, b in zip(side_by_side, alone):
+        assert a.main_face.pose == b.main_face.pose and np.array_equal(a.main_face.landmarks, b.main_face.landmarks)
+        assert a.main_face.bbox == b.main_face.bbox and np.array_equal(a.main_face.aligned, b.main_face.aligned)
