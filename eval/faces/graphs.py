@@ -3,18 +3,17 @@ in the user cache folder under the source file's sha256 and the builder's versio
 
 Building them costs about 0.7 s (importing onnx alone is 0.45 s), in every process that embeds a
 face: each Ray actor and each cold run. A process that finds the graph reads it back instead. The
-file is the graph's sha256 followed by the graph, written to a temporary file and moved into place:
+file is the graph's sha256 followed by the graph, written whole and moved into place (`write_atomic`):
 a torn, truncated or altered file fails the check and is rebuilt; a cache folder that cannot be
 written only means building every time.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from eval.files import write_atomic
 from eval.models import file_sha256, user_cache_dir
 
 DIGEST_SIZE = 32
@@ -36,16 +35,7 @@ def built_graph(version: str, source: Path, build: Callable[[Path], bytes]) -> b
         pass
     graph = build(source)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError:
-        return graph
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(hashlib.sha256(graph).digest() + graph)
-        os.replace(partial, path)
+        write_atomic(path, lambda partial: partial.write_bytes(hashlib.sha256(graph).digest() + graph))
     except OSError:
         pass
-    finally:
-        Path(partial).unlink(missing_ok=True)
     return graph
