@@ -136,7 +136,7 @@ def map_in_threads(function: Callable[[list], list], items: Iterable,
     """`map_in_process` with as many batches at once as this process has CPUs, in order: for stages
     whose work releases the GIL (torch, one thread per batch: `eval.scoring.torch_inference`). The
     first batch runs alone, so that a model built on first use is built once."""
-    items, position = iter(items), 0
+    items = iter(items)
     batches = iter(lambda: list(itertools.islice(items, batch_size)), [])
     first = next(batches, None)
     if first is None:
@@ -144,14 +144,15 @@ def map_in_threads(function: Callable[[list], list], items: Iterable,
     yield list(enumerate(function(first)))
     position, threads = len(first), cpu_budget()
     with ThreadPoolExecutor(threads) as pool:
-        running: deque = deque()
-        for batch in itertools.chain(batches, [None]):
-            if batch is not None:
-                running.append((position, pool.submit(function, batch)))
-                position += len(batch)
-            while running and (batch is None or len(running) > 2 * threads):
+        running: deque = deque()  # (position of the batch's first item, its future), oldest first
+        for batch in batches:
+            running.append((position, pool.submit(function, batch)))
+            position += len(batch)
+            if len(running) > 2 * threads:
                 start, outputs = running.popleft()
                 yield list(enumerate(outputs.result(), start=start))
+        for start, outputs in running:
+            yield list(enumerate(outputs.result(), start=start))
 
 
 class LocalFaceEngine:
