@@ -189,18 +189,23 @@ def face_div_sets(scores: pd.DataFrame, images: list[ImageRecord | None], crops_
     def crops(position: int) -> list[np.ndarray]:
         return [crop for crop in crops_of([images[i] for i in groups[position][1].index]) if crop is not None]
 
+    pending: dict[str, list[PendingPairs]] = {column: [] for column in scorers}
+    for position in range(len(groups)):  # each set's crops read once for every scorer's cache lookup
+        set_crops = crops(position)
+        for column, scorer in scorers.items():
+            pending[column].append(scorer.pending(set_crops, cache))
     values: dict[str, list] = {}
     for column, scorer in scorers.items():
-        pending = [scorer.pending(crops(position), cache) for position in range(len(groups))]
-        todo = [position for position, pairs in enumerate(pending) if pairs.needed]
-        values[column] = [None if pairs.needed else scorer.complete(pairs, None, cache) for pairs in pending]
-        stacks = (np.stack([set_crops[i] for i in pending[position].needed])
+        pairs_of = pending[column]
+        todo = [position for position, pairs in enumerate(pairs_of) if pairs.needed]
+        values[column] = [None if pairs.needed else scorer.complete(pairs, None, cache) for pairs in pairs_of]
+        stacks = (np.stack([set_crops[i] for i in pairs_of[position].needed])
                   for position in todo for set_crops in [crops(position)])
         with tqdm(total=len(todo), desc=f"Face Div ({column})", unit="set", disable=not progress or not todo) as bar:
             for chunk in map_stage(scorer.set_distances, stacks, 1):
                 for index, matrix in chunk:
                     position = todo[index]
-                    values[column][position] = scorer.complete(pending[position], matrix, cache)
+                    values[column][position] = scorer.complete(pairs_of[position], matrix, cache)
                 bar.update(len(chunk))
     sets = [{"system": system, "subject": subject, "prompt": prompt,
              "prompt_category": group["prompt_category"].iloc[0],
