@@ -52,6 +52,13 @@ PROJECTED_NODE = {"gpus": 8, "cpu_cores": 96}  # a typical 8-GPU node; an assump
 WORKER_KINDS = {"FaceWorker": "face_workers", "StageWorker": "stage_workers"}
 
 
+def worker_kind(process: psutil.Process) -> str | None:
+    """Which kind of Ray stage actor `process` is (a value of WORKER_KINDS), or None; psutil.Error
+    when it has gone."""
+    command = " ".join(process.cmdline())
+    return next((kind for name, kind in WORKER_KINDS.items() if name in command), None)
+
+
 class ProcessMeter:
     """CPU seconds used by this process and all its descendants (the Ray cluster, its workers) while
     the block runs, by kind of process, and the peak resident memory of the Ray workers; sampled
@@ -72,8 +79,7 @@ class ProcessMeter:
             try:
                 times = process.cpu_times()
                 seen[process.pid] = times.user + times.system
-                command = " ".join(process.cmdline())
-                kind = next((k for name, k in WORKER_KINDS.items() if name in command), None)
+                kind = worker_kind(process)
                 if kind:
                     self._kind[process.pid] = kind
                     self.peak_bytes[kind] = max(self.peak_bytes.get(kind, 0), process.memory_info().rss)
@@ -120,19 +126,18 @@ def wait_for_stage_actors_to_exit(timeout_s: float = 60) -> None:
     """Ray Data stops a finished stage's actors in the background; each timed stage starts once the
     previous stage's actors are gone, as a run's first stage would on a running cluster."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and stage_actors():
+    while time.monotonic() < deadline and stage_actors_running():
         time.sleep(0.2)
 
 
-def stage_actors() -> int:
-    count = 0
+def stage_actors_running() -> bool:
     for process in psutil.Process().children(recursive=True):
         try:
-            command = " ".join(process.cmdline())
+            if worker_kind(process):
+                return True
         except psutil.Error:  # gone meanwhile
             continue
-        count += any(kind in command for kind in WORKER_KINDS)
-    return count
+    return False
 
 
 def staged_pass(manifest: Path, folder: Path, analyzer: FaceAnalyzer, engine) -> dict:
