@@ -79,7 +79,7 @@ class StageWorker:
     def __call__(self, batch: pa.Table) -> pa.Table:
         items = [pickle.loads(item) for item in batch.column("item").to_pylist()]
         with tempfile.TemporaryDirectory(prefix="idavatar-ray-") as folder:
-            outputs = self.function(_readable_here(items, batch, folder) if "data" in batch.column_names else items)
+            outputs = self.function(_readable_here(items, batch, folder))
         return pa.table({"index": batch.column("index"),
                          "output": pa.array([pickle.dumps(output) for output in outputs], type=pa.binary())})
 
